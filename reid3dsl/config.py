@@ -1,0 +1,329 @@
+"""The one typed configuration of reid3dsl.
+
+A `Config` has the sections data, body, model, loss, train, eval, tracking and cluster. It is loaded
+from YAML, then `--set section.key=value` overrides are applied (each value parsed as YAML, then to the
+field's type), then the few environment variables the project honours fill fields that neither set.
+This module is the only place that reads the environment. Any bad key, type or range is rejected with
+one line naming the key, the value and what was expected (`ConfigError`, a `UserError`, so CLIs exit 2).
+`to_yaml()` dumps the resolved config with secrets redacted, for MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from reid3dsl.errors import UserError
+
+REDACTED = "***"
+
+
+class ConfigError(UserError):
+    """A configuration value or file that cannot be used."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Section):
+    """Where shards come from and how samples become batches."""
+
+    root: str = Field("data/shards/synth", description="data set folder or s3:// prefix holding index.json")
+    train_urls: list[str] = Field(
+        default_factory=list, description="explicit training shards (local or s3://); default: from index.json"
+    )
+    synthesize: bool = Field(False, description="render the embedded cloth-changing set into root if missing")
+    synth_identities: int = Field(40, ge=2)
+    synth_outfits: int = Field(3, ge=1)
+    synth_images_per_outfit: int = Field(8, ge=2)
+    synth_seed: int = 0
+    height: int = Field(128, ge=16, le=1024, description="RGB stream input height")
+    width: int = Field(64, ge=8, le=1024, description="RGB stream input width")
+    shape_height: int = Field(128, ge=16, le=1024, description="3D stream input height")
+    shape_width: int = Field(64, ge=8, le=1024, description="3D stream input width")
+    sil_height: int = Field(32, ge=8, le=1024, description="silhouette loss resolution (height)")
+    sil_width: int = Field(16, ge=4, le=1024, description="silhouette loss resolution (width)")
+    imgs_per_id: int = Field(4, ge=1, description="K of P x K identity-balanced batches")
+    loader_workers: int = Field(1, ge=0, le=64)
+    shuffle_buffer: int = Field(512, ge=0)
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    erase_prob: float = Field(0.5, ge=0.0, le=1.0)
+    pad: int = Field(10, ge=0, description="random-crop padding in pixels")
+    read_retries: int = Field(5, ge=0, le=100)
+    s3_endpoint: str | None = Field(None, description="S3 endpoint override (env: AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL)")
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+
+class BodyConfig(_Section):
+    """The body model, the pose/shape prior and the differentiable projection."""
+
+    model_path: str | None = Field(None, description="real SMPL pickle or folder; None: stand-in body")
+    standin_dir: str = "data/body"
+    standin_resolution: Literal["low", "full"] = "low"
+    standin_seed: int = 0
+    prior_path: str | None = Field(None, description="folder of AMASS-format npz files; None: stand-in sampler")
+    num_betas: int = Field(10, ge=1, le=300)
+    focal_length: float = Field(5000.0, gt=0)
+    sil_sigma: float = Field(1e-4, gt=0, description="soft rasteriser blur (sigma)")
+    sil_gamma: float = Field(1e-4, gt=0, description="soft rasteriser opacity (gamma)")
+    faces_per_pixel: int = Field(8, ge=1, le=100)
+
+
+class ModelConfig(_Section):
+    """The two-stream network."""
+
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    shape_backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    pretrained_path: str | None = Field(None, description="local torchvision weights for the RGB backbone")
+    shape_pretrained_path: str | None = Field(None, description="local torchvision weights for E_3D")
+    last_stride: Literal[1, 2] = 1
+    streams: Literal["rgb", "3d", "both"] = "both"
+    shape_feat_dim: int = Field(256, ge=8, le=4096)
+    mgs: bool = True
+    num_parts: int = Field(6, ge=1, le=24, description="body-part features of MGS")
+    regressor_iterations: int = Field(3, ge=1, le=10)
+
+
+class LossConfig(_Section):
+    """Loss terms and their weights."""
+
+    ce_weight: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_weight: float = Field(1.0, ge=0)
+    triplet_margin: float = Field(0.3, ge=0)
+    clothes_aware: Literal["auto", "on", "off"] = "auto"
+    shape_ce_weight: float = Field(1.0, ge=0)
+    shape_triplet_weight: float = Field(1.0, ge=0)
+    keypoint_weight: float = Field(1.0, ge=0)
+    silhouette: bool = True
+    silhouette_weight: float = Field(1.0, ge=0)
+    silhouette_fraction: float = Field(0.5, gt=0, le=1, description="share of the batch rendered")
+    displacement_weight: float = Field(0.1, ge=0)
+    adversarial: bool = True
+    adversarial_weight: float = Field(0.1, ge=0)
+
+
+class TrainConfig(_Section):
+    """Optimisation, precision, checkpoints."""
+
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int = Field(50, ge=1, description="optimizer steps per epoch on every worker")
+    batch_size: int = Field(64, ge=2, description="global batch (all workers together)")
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_3d: float = Field(1e-4, gt=0, description="Adam learning rate of the 3D estimator")
+    lr_d: float = Field(1e-4, gt=0, description="discriminator learning rate")
+    warmup_epochs: int = Field(1, ge=0)
+    schedule: Literal["step", "cosine"] = "cosine"
+    milestones: list[int] = Field(default_factory=lambda: [40, 70])
+    gamma: float = Field(0.1, gt=0, le=1)
+    grad_clip: float = Field(5.0, ge=0, description="max gradient norm; 0 disables")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    zero_stage: int = Field(1, ge=0, le=3)
+    seed: int = 0
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite steps before aborting")
+
+
+class EvalConfig(_Section):
+    """Evaluation protocols and feature variants."""
+
+    every: int = Field(1, ge=1, description="epochs between evaluations")
+    protocols: list[Literal["standard", "cc", "sc"]] = Field(default_factory=lambda: ["standard", "cc", "sc"])
+    features: list[Literal["rgb", "shape", "fused"]] = Field(default_factory=lambda: ["rgb", "shape", "fused"])
+    flip: bool = False
+    rerank: bool = False
+    max_rank: int = Field(50, ge=1)
+    chunk_size: int = Field(512, ge=1, description="queries per chunk in the metric kernel")
+    vis_queries: int = Field(8, ge=0, description="queries in the ranked-results picture")
+
+
+class TrackingConfig(_Section):
+    """MLflow."""
+
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI (env: MLFLOW_TRACKING_URI)")
+    experiment: str = "reid3dsl"
+    run_name: str | None = None
+    token: SecretStr | None = Field(None, description="MLflow server token, if the server needs one")
+
+
+class ClusterConfig(_Section):
+    """Ray: where to run and how many workers."""
+
+    address: str | None = Field(None, description="Ray address; None: start a local Ray (env: RAY_ADDRESS)")
+    num_workers: int = Field(2, ge=1)
+    use_gpu: Literal["auto", True, False] = "auto"
+    cpus_per_worker: float = Field(1.0, gt=0)
+    local_cpus: int | None = Field(None, ge=1, description="num_cpus of a locally started Ray")
+    storage_path: str = Field("runs", description="checkpoint storage: local folder or s3://bucket/prefix")
+    name: str = "reid3dsl"
+    max_failures: int = Field(2, ge=-1)
+
+
+class Config(_Section):
+    """The resolved configuration: the only object passed around."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    body: BodyConfig = Field(default_factory=BodyConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.train.batch_size % self.data.imgs_per_id:
+            raise ValueError(
+                f"train.batch_size = {self.train.batch_size}: expected a multiple of "
+                f"data.imgs_per_id = {self.data.imgs_per_id}"
+            )
+        return self
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        """Plain nested dict; secrets become '***' unless `redact` is False."""
+        out = self.model_dump(mode="python")
+        for section in out.values():
+            for key, value in section.items():
+                if isinstance(value, SecretStr):
+                    section[key] = REDACTED if redact else value.get_secret_value()
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, secrets redacted."""
+        return yaml.safe_dump(self.to_dict(redact=True), sort_keys=False)
+
+    def flat(self) -> dict[str, str]:
+        """`section.key` → string value (secrets redacted), e.g. for MLflow params."""
+        return {
+            f"{section}.{key}": str(value)
+            for section, values in self.to_dict(redact=True).items()
+            for key, value in values.items()
+        }
+
+
+# Environment variables honoured, and the field each fills when neither YAML nor --set gave it.
+ENV_FIELDS: dict[str, tuple[str, ...]] = {
+    "data.s3_endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "data.s3_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "tracking.uri": ("MLFLOW_TRACKING_URI",),
+    "tracking.token": ("MLFLOW_TRACKING_TOKEN",),
+    "cluster.address": ("RAY_ADDRESS",),
+}
+
+
+def _describe(err: Mapping[str, Any], origins: Mapping[str, str]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    # Literal/union errors put the variant into loc; report the field.
+    parts = loc.split(".")
+    field = ".".join(parts[:2]) if len(parts) > 2 and parts[0] in Config.model_fields else loc
+    origin = origins.get(field, "")
+    where = f" ({origin})" if origin else ""
+    if err["type"] == "extra_forbidden":
+        section = field.split(".")[0]
+        model = Config.model_fields.get(section)
+        if model is None or field.count(".") == 0:
+            known = ", ".join(Config.model_fields)
+            return f"unknown config section '{field}'{where}: expected one of {known}"
+        known = ", ".join(model.annotation.model_fields)  # type: ignore[union-attr]
+        return f"unknown config key '{field}'{where}: expected one of {known}"
+    if err["type"] == "value_error" and not field:
+        return str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"])
+    msg = msg.replace("Input should be", "expected").replace("Input ", "expected input ")
+    return f"config key '{field}' = {err.get('input')!r}{where}: {msg}"
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any, origin: str, origins: dict[str, str]) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override '{dotted}' ({origin}): expected section.key=value, e.g. train.lr=0.01")
+    section, key = parts
+    node = tree.setdefault(section, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"config section '{section}' ({origin}): expected a mapping, got {node!r}")
+    node[key] = value
+    origins[dotted] = origin
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` → (dotted key, value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """YAML file (optional) + `section.key=value` overrides + honoured environment → validated `Config`."""
+    env = os.environ if env is None else env
+    tree: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}': not found (expected a YAML file, e.g. configs/demo.yaml)")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file '{p}': not valid YAML{at}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{p}': expected a mapping of sections, got {type(loaded).__name__}")
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section '{section}' in '{p}': expected a mapping, got {values!r}")
+            for key, value in values.items():
+                _set_path(tree, f"{section}.{key}", value, f"in {p}", origins)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value, "from --set", origins)
+    for dotted, names in ENV_FIELDS.items():
+        if dotted in origins:
+            continue
+        value = next((env[n] for n in names if env.get(n)), None)
+        if value is not None:
+            _set_path(tree, dotted, value, f"from ${[n for n in names if env.get(n)][0]}", origins)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], origins)) from None
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """`--config PATH` and repeatable `--set section.key=value` on a CLI."""
+    parser.add_argument("--config", default=default, help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set train.lr=0.01",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config named by `add_config_args` options."""
+    return load_config(args.config, args.overrides)

@@ -1,0 +1,96 @@
+"""The precision policy: one decision that drives both autocast and DeepSpeed.
+
+`auto` picks fp32 on CPUs without native bf16 (no AVX-512-BF16 or AMX: there bf16 is emulated and
+20-30x slower), bf16 on CPUs that have it and on CUDA GPUs of compute capability >= 8.0, and fp16 with
+dynamic loss scaling on older GPUs. `train.precision` overrides it. The resolved `Precision` yields the
+autocast context and the DeepSpeed `bf16`/`fp16` sections together so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from reid3dsl.errors import UserError
+
+PrecisionName = Literal["fp32", "bf16", "fp16"]
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of this CPU (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision for one device type ("cpu" or "cuda")."""
+
+    name: PrecisionName
+    device_type: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.name]
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Autocast to `dtype` (a no-op for fp32)."""
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.name != "fp32"):
+            yield
+
+    def deepspeed_sections(self) -> dict[str, Any]:
+        """The `bf16` and `fp16` sections of a DeepSpeed config matching `autocast`."""
+        return {
+            "bf16": {"enabled": self.name == "bf16"},
+            # loss_scale 0 = dynamic loss scaling.
+            "fp16": {"enabled": self.name == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                     "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+        }
+
+
+def resolve_precision(
+    requested: str,
+    device: torch.device,
+    *,
+    flags: frozenset[str] | None = None,
+    cuda_capability: tuple[int, int] | None = None,
+) -> Precision:
+    """Decide the precision for `device`; `flags`/`cuda_capability` default to this machine's."""
+    if requested not in ("auto", *_DTYPES):
+        raise UserError(f"train.precision = {requested!r}: expected auto, fp32, bf16 or fp16")
+    if device.type == "cuda":
+        if cuda_capability is None:
+            cuda_capability = torch.cuda.get_device_capability(device)
+        bf16_ok = cuda_capability >= (8, 0)
+        if requested == "auto":
+            return Precision("bf16" if bf16_ok else "fp16", "cuda")
+        if requested == "bf16" and not bf16_ok:
+            raise UserError(
+                f"train.precision = bf16: this GPU (compute capability {cuda_capability[0]}.{cuda_capability[1]}) "
+                "has no native bf16; expected fp16 or fp32 (or auto)"
+            )
+        return Precision(requested, "cuda")  # type: ignore[arg-type]
+    if device.type != "cpu":
+        raise UserError(f"device {device}: expected cpu or cuda")
+    if requested == "fp16":
+        raise UserError(
+            "train.precision = fp16: fp16 needs a CUDA GPU (DeepSpeed refuses fp16 on CPU); expected fp32, bf16 or auto"
+        )
+    if requested == "auto":
+        native = bool(NATIVE_BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+        return Precision("bf16" if native else "fp32", "cpu")
+    return Precision(requested, "cpu")  # type: ignore[arg-type]
