@@ -57,7 +57,7 @@ class DataConfig(_Section):
     erase_prob: float = Field(0.5, ge=0.0, le=1.0)
     pad: int = Field(10, ge=0, description="random-crop padding in pixels")
     read_retries: int = Field(5, ge=0, le=100)
-    s3_endpoint: str | None = Field(None, description="S3 endpoint override (env: AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL)")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL override")
     s3_region: str | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
