@@ -57,6 +57,7 @@ class DataConfig(_Section):
     erase_prob: float = Field(0.5, ge=0.0, le=1.0)
     pad: int = Field(10, ge=0, description="random-crop padding in pixels")
     read_retries: int = Field(5, ge=0, le=100)
+    read_backoff: float = Field(0.5, ge=0, le=60, description="seconds before the first read retry; doubles each retry")
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL override")
     s3_region: str | None = None
     s3_access_key_id: SecretStr | None = None
@@ -91,6 +92,7 @@ class ModelConfig(_Section):
     mgs: bool = True
     num_parts: int = Field(6, ge=1, le=24, description="body-part features of MGS")
     regressor_iterations: int = Field(3, ge=1, le=10)
+    max_displacement: float = Field(0.05, gt=0, le=1, description="bound of |δ| per axis, metres")
 
 
 class LossConfig(_Section):

@@ -1,0 +1,250 @@
+"""S3 access for shards, from the `data` config section: one boto3 client per process, webdataset's `s3`
+gopen scheme, reads that retry with backoff and resume where they broke, put/list helpers, and the pyarrow
+S3 filesystem Ray Train stores checkpoints in (built from the same settings).
+
+Credentials: `data.s3_access_key_id`/`data.s3_secret_access_key` when given, else the standard AWS chain
+(environment, ~/.aws, instance profile). Endpoint: `data.s3_endpoint` (the config loader fills it from
+AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL), so MinIO, moto or any S3-compatible server works.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlparse
+
+from reid3dsl.config import DataConfig
+from reid3dsl.errors import UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Client errors that retrying cannot fix: the object or bucket is not there or not ours.
+PERMANENT_CODES = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "404", "403", "InvalidRange"}
+MAX_BACKOFF_S = 30.0
+READ_BUFFER = 1 << 20
+
+_clients: dict[tuple[Any, ...], Any] = {}
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/key/with/slashes` → (bucket, key); the key may be empty (a bucket root)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise UserError(f"S3 URL '{url}': expected s3://bucket/prefix")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join_url(base: str, *parts: str) -> str:
+    """Join a local folder or an s3:// prefix with relative parts."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base, *parts))
+
+
+def _settings(cfg: DataConfig) -> tuple[Any, ...]:
+    key = cfg.s3_access_key_id.get_secret_value() if cfg.s3_access_key_id else None
+    secret = cfg.s3_secret_access_key.get_secret_value() if cfg.s3_secret_access_key else None
+    return (cfg.s3_endpoint, cfg.s3_region, key, secret, cfg.read_retries)
+
+
+def s3_client(cfg: DataConfig) -> Any:
+    """The boto3 S3 client for these settings, one per process (boto3 clients do not survive a fork)."""
+    settings = _settings(cfg)
+    cache_key = (os.getpid(), *settings)
+    client = _clients.get(cache_key)
+    if client is None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        endpoint, region, key, secret, _ = settings
+        if (key is None) != (secret is None):
+            raise UserError(
+                "data.s3_access_key_id / data.s3_secret_access_key: expected both or neither "
+                "(neither: the standard AWS credential chain)"
+            )
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            # Retries are ours (`retry`, data.read_retries): botocore retrying too would multiply the attempts.
+            config=BotoConfig(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        _clients[cache_key] = client
+    return client
+
+
+def _permanent(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in PERMANENT_CODES
+
+
+def backoff_s(cfg: DataConfig, attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): exponential from data.read_backoff."""
+    return min(MAX_BACKOFF_S, cfg.read_backoff * 2 ** (attempt - 1))
+
+
+def retry(
+    op: Callable[[], T], retries: int, wait: Callable[[int], float], what: str, reset: Callable[[], None] | None = None
+) -> T:
+    """`op()`, retried up to `retries` times after `wait(attempt)` seconds; errors that retrying cannot fix
+    (a missing object, denied access) and the last error are raised. `reset` runs after every failure."""
+    attempt = 0
+    while True:
+        try:
+            return op()
+        except Exception as exc:  # network and server errors of any client library
+            if reset is not None:
+                reset()
+            attempt += 1
+            if attempt > retries or _permanent(exc):
+                raise
+            delay = wait(attempt)
+            log.warning("%s failed (%s); retry %d of %d in %.1fs", what, exc, attempt, retries, delay)
+            time.sleep(delay)
+
+
+class RetryingReader(io.RawIOBase):
+    """A read-only stream over `fetch(offset)` bodies that reopens at the current offset when a read fails.
+
+    `fetch(offset)` returns a file-like object positioned at `offset` (for S3: a ranged GET). A broken
+    connection mid-shard costs one ranged request, not the shard; after `retries` failed attempts in a row
+    the last error is raised and the caller skips and counts the shard.
+    """
+
+    def __init__(self, fetch: Callable[[int], Any], retries: int, wait: Callable[[int], float], name: str) -> None:
+        super().__init__()
+        self._fetch = fetch
+        self._retries = retries
+        self._wait = wait
+        self.name = name
+        self._pos = 0
+        self._body: Any = None
+        self._call(self._open)
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        if self._body is None:
+            self._body = self._fetch(self._pos)
+
+    def _drop(self) -> None:
+        self._body = None
+
+    def _call(self, op: Callable[[], T]) -> T:
+        return retry(op, self._retries, self._wait, f"read of {self.name} at byte {self._pos}", self._drop)
+
+    def _read(self, n: int) -> bytes:
+        self._open()
+        return self._body.read(n)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._call(lambda: self._read(len(view)))
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if self._body is not None and hasattr(self._body, "close"):
+            self._body.close()
+        self._body = None
+        super().close()
+
+
+def open_s3(url: str, cfg: DataConfig) -> BinaryIO:
+    """A buffered, retrying read stream of the object at `url`."""
+    bucket, key = parse_s3_url(url)
+    client = s3_client(cfg)
+
+    def fetch(offset: int) -> Any:
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        return client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+
+    raw = RetryingReader(fetch, cfg.read_retries, lambda attempt: backoff_s(cfg, attempt), url)
+    return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
+
+
+def register_s3_scheme(cfg: DataConfig) -> None:
+    """Make `webdataset.gopen` (and so `webdataset.WebDataset`) open `s3://` URLs through `open_s3`."""
+    from webdataset.gopen import gopen_schemes
+
+    def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> BinaryIO:
+        if mode != "rb":
+            raise ValueError(f"{url}: the s3 scheme is read-only (write with reid3dsl.data.s3.put_file)")
+        return open_s3(url, cfg)
+
+    gopen_schemes["s3"] = gopen_s3
+
+
+def open_url(url: str, cfg: DataConfig) -> BinaryIO:
+    """Open a local path or s3:// URL for reading."""
+    return open_s3(url, cfg) if is_s3(url) else open(url, "rb")  # noqa: SIM115 (caller closes)
+
+
+def read_bytes(url: str, cfg: DataConfig) -> bytes:
+    with open_url(url, cfg) as stream:
+        return stream.read()
+
+
+def _retry_s3(cfg: DataConfig, op: Callable[[], T], what: str) -> T:
+    return retry(op, cfg.read_retries, lambda attempt: backoff_s(cfg, attempt), what)
+
+
+def put_file(cfg: DataConfig, path: str | Path, url: str) -> None:
+    """Upload one local file to `url` (multipart for large files; S3 objects appear atomically)."""
+    bucket, key = parse_s3_url(url)
+    _retry_s3(cfg, lambda: s3_client(cfg).upload_file(str(path), bucket, key), f"upload of {url}")
+
+
+def put_bytes(cfg: DataConfig, data: bytes, url: str) -> None:
+    bucket, key = parse_s3_url(url)
+    _retry_s3(cfg, lambda: s3_client(cfg).put_object(Bucket=bucket, Key=key, Body=data), f"upload of {url}")
+
+
+def list_urls(cfg: DataConfig, prefix_url: str) -> list[str]:
+    """Every object URL under the prefix (all pages), sorted."""
+    bucket, prefix = parse_s3_url(prefix_url)
+
+    def listing() -> list[str]:
+        paginator = s3_client(cfg).get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(f"s3://{bucket}/{obj['Key']}" for page in pages for obj in page.get("Contents", []))
+
+    return _retry_s3(cfg, listing, f"listing of {prefix_url}")
+
+
+def pyarrow_s3_filesystem(cfg: DataConfig) -> Any:
+    """`pyarrow.fs.S3FileSystem` from the same settings as `s3_client` (for Ray Train's storage_filesystem).
+
+    pyarrow ignores AWS_ENDPOINT_URL*, so the endpoint is passed as `endpoint_override`; paths given to it are
+    `bucket/prefix`, without `s3://`.
+    """
+    from pyarrow import fs
+
+    endpoint, region, key, secret, retries = _settings(cfg)
+    kwargs: dict[str, Any] = {"retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=retries + 1)}
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme
+    if region:
+        kwargs["region"] = region
+    if key is not None and secret is not None:
+        kwargs["access_key"] = key
+        kwargs["secret_key"] = secret
+    return fs.S3FileSystem(**kwargs)
