@@ -72,8 +72,10 @@ class BodyConfig(_Section):
     standin_resolution: Literal["low", "full"] = "low"
     standin_seed: int = 0
     prior_path: str | None = Field(None, description="folder of AMASS-format npz files; None: stand-in sampler")
+    prior_frame_stride: int = Field(5, ge=1, description="use every n-th frame of the AMASS-format sequences")
     num_betas: int = Field(10, ge=1, le=300)
-    focal_length: float = Field(5000.0, gt=0)
+    focal_length: float = Field(5000.0, gt=0, description="camera focal length in pixels of a crop focal_res high")
+    focal_res: float = Field(224.0, gt=0, description="crop height (pixels) that focal_length refers to")
     sil_sigma: float = Field(1e-4, gt=0, description="soft rasteriser blur (sigma)")
     sil_gamma: float = Field(1e-4, gt=0, description="soft rasteriser opacity (gamma)")
     faces_per_pixel: int = Field(8, ge=1, le=100)

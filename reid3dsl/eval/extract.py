@@ -1,0 +1,122 @@
+"""Feature extraction over the eval shards, sharded across Ray workers and gathered on rank 0, and the
+protocol × feature table of metrics computed from it.
+
+Every rank extracts its share of the query and gallery splits (`reid3dsl.data.pipeline.eval_batches`),
+optionally averaging each feature with that of the horizontally flipped image; rank 0 gathers them
+(single-process runs skip the gather) and evaluates every protocol on every feature variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from reid3dsl.config import Config
+from reid3dsl.eval.metrics import Features, evaluate
+from reid3dsl.log import progress
+from reid3dsl.train.precision import Precision
+
+log = logging.getLogger(__name__)
+RANKS = (1, 5, 10)
+
+
+@dataclass
+class SplitFeatures:
+    """Features of one split: variant → (N, D) float32 tensors, with labels (N,) and sample keys."""
+
+    feats: dict[str, torch.Tensor] = field(default_factory=dict)
+    pids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    camids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    clothes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    keys: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def merge(parts: list[SplitFeatures]) -> SplitFeatures:
+        parts = [p for p in parts if p.keys]
+        if not parts:
+            return SplitFeatures()
+        order = np.argsort(np.array(sum((p.keys for p in parts), [])), kind="stable")
+        feats = {k: torch.cat([p.feats[k] for p in parts])[torch.from_numpy(order)] for k in parts[0].feats}
+        return SplitFeatures(
+            feats=feats,
+            pids=np.concatenate([p.pids for p in parts])[order],
+            camids=np.concatenate([p.camids for p in parts])[order],
+            clothes=np.concatenate([p.clothes for p in parts])[order],
+            keys=[sum((p.keys for p in parts), [])[i] for i in order],
+        )
+
+
+@torch.no_grad()
+def extract_split(model: Any, cfg: Config, split: str, rank: int, world_size: int, device: torch.device,
+                  precision: Precision, batch_size: int = 64) -> SplitFeatures:
+    """This rank's share of `split` → its features (model.extract: rgb / shape / fused)."""
+    from reid3dsl.data.pipeline import eval_batches
+
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    pids, camids, clothes, keys = [], [], [], []
+    for batch in progress(eval_batches(cfg, split, rank, world_size, batch_size), desc=f"extract {split}",
+                          unit="batch"):
+        image = batch["image"].to(device)
+        shape_image = batch["shape_image"].to(device)
+        with precision.autocast():
+            feats = model.extract(image, shape_image)
+            if cfg.eval.flip:
+                flipped = model.extract(image.flip(3), shape_image.flip(3))
+                feats = {k: (v + flipped[k]) / 2 for k, v in feats.items()}
+        for name, value in feats.items():
+            chunks.setdefault(name, []).append(value.float().cpu())
+        pids.append(batch["pid"].numpy())
+        camids.append(batch["camid"].numpy())
+        clothes.append(batch["clothes"].numpy())
+        keys.extend(batch["key"])
+    model.train(was_training)
+    if not keys:
+        return SplitFeatures()
+    return SplitFeatures(
+        feats={k: torch.cat(v) for k, v in chunks.items()},
+        pids=np.concatenate(pids), camids=np.concatenate(camids), clothes=np.concatenate(clothes), keys=keys,
+    )
+
+
+def gather_to_rank0(local: SplitFeatures, rank: int, world_size: int) -> SplitFeatures | None:
+    """All ranks' features merged (in key order) on rank 0; None on other ranks."""
+    import torch.distributed as dist
+
+    if world_size == 1 or not dist.is_initialized():
+        return SplitFeatures.merge([local])
+    parts: list[SplitFeatures | None] = [None] * world_size if rank == 0 else []
+    dist.gather_object(local, parts if rank == 0 else None, dst=0)
+    return SplitFeatures.merge([p for p in parts if p is not None]) if rank == 0 else None
+
+
+def protocol_table(cfg: Config, query: SplitFeatures, gallery: SplitFeatures) -> dict[str, float]:
+    """`eval/<protocol>/<feature>/{rank1,rank5,rank10,mAP,mINP}` for the configured protocols and features.
+
+    CC and SC need clothes labels on both sides; they are left out (with a log line) where the data has none."""
+    has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all()) and len(query.keys) > 0
+    out: dict[str, float] = {}
+    for protocol in cfg.eval.protocols:
+        if protocol != "standard" and not has_clothes:
+            log.info("eval: protocol %s needs clothes labels; this data set has none", protocol)
+            continue
+        for name in cfg.eval.features:
+            if name not in query.feats:
+                continue
+            res = evaluate(
+                Features(query.feats[name], gallery.feats[name], metric="cosine"),
+                query.pids, gallery.pids, query.camids, gallery.camids,
+                query.clothes if has_clothes else None, gallery.clothes if has_clothes else None,
+                mode=protocol, max_rank=max(cfg.eval.max_rank, max(RANKS)), chunk_size=cfg.eval.chunk_size,
+            )
+            prefix = f"eval/{protocol}/{name}"
+            for r in RANKS:
+                out[f"{prefix}/rank{r}"] = float(res["cmc"][r - 1])
+            out[f"{prefix}/mAP"] = float(res["mAP"])
+            out[f"{prefix}/mINP"] = float(res["mINP"])
+    return out

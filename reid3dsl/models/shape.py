@@ -1,0 +1,144 @@
+"""The 3D shape stream: E_3D trunk, E_pose (θ, ψ by HMR-style iterative regression) and E_shape
+(F_shape with multi-granularity parts → β and per-vertex displacement δ)."""
+
+from __future__ import annotations
+
+import torch
+from pytorch3d.transforms import matrix_to_rotation_6d, rotation_6d_to_matrix
+from torch import nn
+
+from reid3dsl.models.heads import BNNeck
+
+NUM_JOINTS = 24
+
+
+def stripe_vertex_groups(template: torch.Tensor, num_parts: int) -> list[torch.Tensor]:
+    """Vertices of a standing template (V, 3), y up, split into `num_parts` height bands of equal vertex count,
+    ordered head to feet — the vertices that the horizontal stripes of an upright person crop see.
+    → list of (V_k,) long index tensors, disjoint, covering all vertices."""
+    order = torch.argsort(template[:, 1], descending=True, stable=True)
+    return [chunk.sort().values for chunk in torch.tensor_split(order, num_parts)]
+
+
+def mean_rotation(rotmats: torch.Tensor) -> torch.Tensor:
+    """The chordal mean of rotations (N, J, 3, 3) over N → (J, 3, 3): the mean 6D representation, re-orthonormalised."""
+    return rotation_6d_to_matrix(matrix_to_rotation_6d(rotmats).mean(dim=0))
+
+
+class PoseRegressor(nn.Module):
+    """E_pose: pooled E_3D features → θ (24 joints, 6D) and weak-perspective camera ψ = (s, tx, ty).
+
+    HMR-style: starting from mean parameters, `iterations` times [features, θ, ψ] → (Δθ, Δψ).
+    forward(feat (B,C)) → (rotmats (B,24,3,3), psi (B,3)).
+    """
+
+    def __init__(self, channels: int, mean_pose: torch.Tensor, mean_cam: torch.Tensor, iterations: int) -> None:
+        super().__init__()
+        self.iterations = iterations
+        self.register_buffer("init_pose", matrix_to_rotation_6d(mean_pose).reshape(-1).float())
+        self.register_buffer("init_cam", mean_cam.float())
+        hidden = 1024
+        self.mlp = nn.Sequential(
+            nn.Linear(channels + NUM_JOINTS * 6 + 3, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        )
+        self.dec_pose = nn.Linear(hidden, NUM_JOINTS * 6)
+        self.dec_cam = nn.Linear(hidden, 3)
+        for layer in (self.dec_pose, self.dec_cam):
+            nn.init.xavier_uniform_(layer.weight, gain=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = feat.shape[0]
+        pose = self.init_pose.expand(batch, -1).to(feat.dtype)
+        cam = self.init_cam.expand(batch, -1).to(feat.dtype)
+        for _ in range(self.iterations):
+            hidden = self.mlp(torch.cat([feat, pose, cam], dim=1))
+            pose = pose + self.dec_pose(hidden)
+            cam = cam + self.dec_cam(hidden)
+        rotmats = rotation_6d_to_matrix(pose.float().reshape(batch, NUM_JOINTS, 6))
+        return rotmats, cam.float()
+
+
+class ShapeEncoder(nn.Module):
+    """E_shape with multi-granularity shape features (MGS).
+
+    The E_3D feature map is pooled globally (F_global) and, with MGS, into `num_parts` horizontal stripes, each
+    stripe owning the vertex group of the body part it sees (`part_groups`, ordered head to feet). The global
+    feature predicts β; each part feature predicts δ for its own vertices (without MGS the global feature
+    predicts δ for all vertices). F_shape = [F_global, F_part_1..K] is the 3D ReID feature.
+    forward(fmap (B,C,h,w)) → {"feat": F_shape (B,D), "betas": (B,NB), "delta": (B,V,3)}.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        feat_dim: int,
+        num_betas: int,
+        num_vertices: int,
+        part_groups: list[torch.Tensor] | None,
+        max_displacement: float,
+    ) -> None:
+        super().__init__()
+        self.num_vertices = num_vertices
+        self.max_displacement = max_displacement
+        self.global_fc = nn.Sequential(nn.Linear(channels, feat_dim), nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True))
+        self.beta_head = nn.Linear(feat_dim, num_betas)
+        nn.init.xavier_uniform_(self.beta_head.weight, gain=0.01)
+        nn.init.zeros_(self.beta_head.bias)
+        groups = part_groups if part_groups else [torch.arange(num_vertices)]
+        self.mgs = bool(part_groups)
+        part_dim = max(feat_dim // 2, 8)
+        self.part_fcs = nn.ModuleList(
+            nn.Sequential(nn.Linear(channels, part_dim), nn.BatchNorm1d(part_dim), nn.ReLU(inplace=True))
+            for _ in groups
+        ) if self.mgs else nn.ModuleList()
+        in_dims = [part_dim] * len(groups) if self.mgs else [feat_dim]
+        self.delta_heads = nn.ModuleList(nn.Linear(d, len(g) * 3) for d, g in zip(in_dims, groups, strict=True))
+        for head in self.delta_heads:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        for i, g in enumerate(groups):
+            self.register_buffer(f"group_{i}", g.long(), persistent=False)
+        self.out_dim = feat_dim + (part_dim * len(groups) if self.mgs else 0)
+
+    def _groups(self) -> list[torch.Tensor]:
+        return [getattr(self, f"group_{i}") for i in range(len(self.delta_heads))]
+
+    def forward(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = fmap.shape[0]
+        f_global = self.global_fc(fmap.mean(dim=(2, 3)))
+        betas = self.beta_head(f_global).float()
+        delta = fmap.new_zeros(batch, self.num_vertices, 3, dtype=torch.float32)
+        if self.mgs:
+            stripes = nn.functional.adaptive_avg_pool2d(fmap, (len(self.part_fcs), 1)).flatten(2)  # (B,C,K)
+            parts = [fc(stripes[:, :, k]) for k, fc in enumerate(self.part_fcs)]
+            sources = parts
+            feat = torch.cat([f_global, *parts], dim=1)
+        else:
+            sources = [f_global]
+            feat = f_global
+        for source, head, group in zip(sources, self.delta_heads, self._groups(), strict=True):
+            part_delta = torch.tanh(head(source).float()).reshape(batch, -1, 3) * self.max_displacement
+            delta = delta.index_copy(1, group, part_delta)
+        return {"feat": feat, "betas": betas, "delta": delta}
+
+
+class ShapeStream(nn.Module):
+    """E_3D → (E_pose, E_shape); forward(images (B,3,H,W)) →
+    {"rotmats" (B,24,3,3), "cam" (B,3), "betas" (B,NB), "delta" (B,V,3), "feat" F_shape, "bn_feat", "logits"}."""
+
+    def __init__(self, trunk: nn.Module, channels: int, pose: PoseRegressor, shape: ShapeEncoder,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.pose = pose
+        self.shape = shape
+        self.neck = BNNeck(shape.out_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        fmap = self.trunk(images)
+        rotmats, cam = self.pose(fmap.mean(dim=(2, 3)))
+        out = self.shape(fmap)
+        bn_feat, logits = self.neck(out["feat"])
+        return {"rotmats": rotmats, "cam": cam, **out, "bn_feat": bn_feat, "logits": logits}

@@ -1,0 +1,143 @@
+"""The driver side of the main job: prepare what every worker needs (stand-in body, synthesized data,
+absolute paths), start or join Ray, create the MLflow run, fit the `TorchTrainer`, print the summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from reid3dsl.config import Config
+from reid3dsl.errors import UserError
+from reid3dsl.log import setup_logging
+from reid3dsl.train import tracking
+
+log = logging.getLogger(__name__)
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def prepare(cfg: Config) -> Config:
+    """A copy of `cfg` with local paths made absolute (workers may run elsewhere), the stand-in body generated
+    and the embedded data set synthesized when the config asks for them, and the data set's index checked."""
+    from reid3dsl.data.index import load_index
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.root = _absolute(cfg.data.root)  # type: ignore[assignment]
+    cfg.data.train_urls = [_absolute(u) for u in cfg.data.train_urls]  # type: ignore[misc]
+    cfg.body.standin_dir = _absolute(cfg.body.standin_dir)  # type: ignore[assignment]
+    cfg.body.model_path = _absolute(cfg.body.model_path)
+    cfg.body.prior_path = _absolute(cfg.body.prior_path)
+    cfg.model.pretrained_path = _absolute(cfg.model.pretrained_path)
+    cfg.model.shape_pretrained_path = _absolute(cfg.model.shape_pretrained_path)
+    cfg.cluster.storage_path = _absolute(cfg.cluster.storage_path)  # type: ignore[assignment]
+    cfg.tracking.uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
+    if cfg.body.model_path is None and cfg.model.streams != "rgb":
+        from reid3dsl.body.standin import ensure_standin
+
+        ensure_standin(cfg.body.standin_dir, cfg.body.standin_resolution, cfg.body.standin_seed)
+    if cfg.data.synthesize:
+        from shards.synth import synthesize
+
+        synthesize(cfg.data.root, cfg.data.synth_identities, cfg.data.synth_outfits,
+                   cfg.data.synth_images_per_outfit, cfg.data.synth_seed, cfg.body)
+    load_index(cfg.data.root, cfg.data)
+    return cfg
+
+
+def _storage(cfg: Config) -> tuple[str, Any]:
+    """Ray's storage path and filesystem: S3 through pyarrow with the data pipeline's S3 settings."""
+    path = cfg.cluster.storage_path
+    if path.startswith("s3://"):
+        from reid3dsl.data.s3 import pyarrow_s3_filesystem
+
+        return path[len("s3://"):], pyarrow_s3_filesystem(cfg.data)
+    return path, None
+
+
+def _init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.cluster.address:
+        ray.init(address=cfg.cluster.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.cluster.local_cpus, include_dashboard=False)
+
+
+def _use_gpu(cfg: Config) -> bool:
+    import ray
+
+    if cfg.cluster.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(cfg.cluster.use_gpu)
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """Final metrics as a table: one row per protocol × feature."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "eval":
+            rows.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+    cols = ("rank1", "rank5", "rank10", "mAP", "mINP")
+    lines = [f"{'protocol':<10}{'feature':<8}" + "".join(f"{c:>8}" for c in cols)]
+    for (protocol, feature), vals in sorted(rows.items()):
+        lines.append(f"{protocol:<10}{feature:<8}" + "".join(f"{100 * vals.get(c, float('nan')):>8.1f}" for c in cols))
+    return "\n".join(lines)
+
+
+def run_job(cfg: Config) -> dict[str, Any]:
+    """Train and evaluate as `cfg` says → the final metrics of rank 0."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from reid3dsl.train.loop import train_loop_per_worker
+
+    setup_logging(None)
+    start = time.perf_counter()
+    cfg = prepare(cfg)
+    _init_ray(cfg)
+    use_gpu = _use_gpu(cfg)
+    run_id, resumed = tracking.start_run(cfg)
+    storage_path, storage_fs = _storage(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(redact=False), "run_id": run_id},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.cluster.num_workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cfg.cluster.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.cluster.name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.cluster.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    log.info("%s job '%s' with %d workers (%s)", "resuming" if resumed else "starting", cfg.cluster.name,
+             cfg.cluster.num_workers, "GPU" if use_gpu else "CPU")
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracking.end_run(cfg, run_id, status="FAILED")
+        raise
+    metrics = dict(result.metrics or {})
+    tracking.end_run(cfg, run_id)
+    wall = time.perf_counter() - start
+    print(f"\n{cfg.cluster.name}: {metrics.get('epoch', '?')} epochs, {metrics.get('step', '?')} steps, "
+          f"{metrics.get('throughput/img_per_s', float('nan')):.1f} img/s, wall {wall:.0f} s")
+    print(summary_table(metrics))
+    print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    print(f"MLflow run {run_id} in {cfg.tracking.uri} (experiment '{cfg.tracking.experiment}')")
+    if cfg.tracking.uri.startswith("sqlite:///"):
+        print(f"open the UI: .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    if not metrics:
+        raise UserError(f"job '{cfg.cluster.name}': training reported no metrics")
+    return metrics

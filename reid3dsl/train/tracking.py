@@ -1,0 +1,122 @@
+"""MLflow tracking: one run per job name, created by the driver, written to by world rank 0.
+
+The driver (`start_run`) resolves the tracking URI to an absolute one (Ray workers may run in another working
+directory), reuses the run of the same job name when a job resumes, and logs the resolved config. Rank 0 of the
+workers buffers per-step metrics in a `MetricBuffer` and flushes them only after a checkpoint is committed, so a
+restart from that checkpoint never logs a step twice and MLflow shows one continuous run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reid3dsl.config import Config
+
+log = logging.getLogger(__name__)
+NAME_TAG = "reid3dsl.job"
+
+
+def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
+    """`sqlite:///relative.db` → `sqlite:////abs/relative.db` (other URIs unchanged)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(((base or Path.cwd()) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def _artifact_location(uri: str) -> str | None:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return (Path(uri[len(prefix):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def _client(cfg: Config) -> Any:
+    import mlflow
+
+    if cfg.tracking.token is not None:
+        import os
+
+        # MLflow reads its token only from the environment; set it for this process only, never logged.
+        os.environ.setdefault("MLFLOW_TRACKING_TOKEN", cfg.tracking.token.get_secret_value())
+    return mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
+
+
+def start_run(cfg: Config) -> tuple[str, bool]:
+    """Create (or, for a job name seen before, reuse) the MLflow run → (run_id, resumed)."""
+    client = _client(cfg)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        cfg.tracking.experiment, artifact_location=_artifact_location(cfg.tracking.uri)
+    )
+    previous = client.search_runs(
+        [exp_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if previous:
+        run_id = previous[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        log.info("MLflow: resuming run %s of job '%s'", run_id, cfg.cluster.name)
+        return run_id, True
+    run = client.create_run(exp_id, run_name=cfg.tracking.run_name or cfg.cluster.name,
+                            tags={NAME_TAG: cfg.cluster.name})
+    run_id = run.info.run_id
+    from mlflow.entities import Param
+
+    params = [Param(k, v[:6000]) for k, v in cfg.flat().items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    log_text(cfg, run_id, cfg.to_yaml(), "config.yaml")
+    return run_id, False
+
+
+def log_text(cfg: Config, run_id: str, text: str, name: str) -> None:
+    """Store `text` as artifact `name` of the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text)
+        _client(cfg).log_artifact(run_id, str(path))
+
+
+def log_artifact(cfg: Config, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload a file or folder to the run's artifacts."""
+    path = Path(path)
+    client = _client(cfg)
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def end_run(cfg: Config, run_id: str, status: str = "FINISHED") -> None:
+    _client(cfg).set_terminated(run_id, status=status)
+
+
+class MetricBuffer:
+    """Per-step metrics held on rank 0 until the checkpoint they belong to is committed."""
+
+    def __init__(self, cfg: Config, run_id: str) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self.pending: list[tuple[str, float, int]] = []
+
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        self.pending.extend((k, float(v), step) for k, v in metrics.items())
+
+    def flush(self) -> None:
+        """Write the pending metrics (in batches of MLflow's limit) and clear them."""
+        if not self.pending:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, s) for k, v, s in self.pending]
+        client = _client(self.cfg)
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        self.pending.clear()
