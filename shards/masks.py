@@ -17,7 +17,8 @@ from reid3dsl.body.constants import COCO17_SKELETON
 
 SEED_CONFIDENCE = 0.3
 SIDE_MARGIN = 0.06
-CORE_WIDTH = 0.2
+CORE_WIDTH = 0.25
+MIN_REGION = 0.01
 
 
 def grabcut_mask(image: np.ndarray, keypoints: np.ndarray | None = None, iterations: int = 5) -> np.ndarray | None:
@@ -47,10 +48,13 @@ def grabcut_mask(image: np.ndarray, keypoints: np.ndarray | None = None, iterati
         return None
     fg = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if count < 2:
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    # Clothing can split the person into pieces (a dark belt, trousers close to the background): keep
+    # every substantial region, drop specks.
+    keep = 1 + np.flatnonzero(areas >= MIN_REGION * h * w)
+    if keep.size == 0:
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return np.where(labels == largest, 255, 0).astype(np.uint8)
+    return np.where(np.isin(labels, keep), 255, 0).astype(np.uint8)
 
 
 def mask_from_folder(folder: Path, rel: str, size: tuple[int, int]) -> np.ndarray | None:

@@ -23,14 +23,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from reid3dsl.config import Config
 from reid3dsl.data.index import DatasetIndex, ShardInfo, load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
-from reid3dsl.data.sampler import PKBatcher, assign_shards
+from reid3dsl.data.sampler import PKBatcher, assign_shards, pass_assignment
 from reid3dsl.data.schema import Sample
 from reid3dsl.data.transforms import SampleTransform
 from reid3dsl.errors import UserError
 
-# Stream labels of the numpy seed sequences, so the shard order, the per-reader randomness and the
-# augmentation never share a stream.
-_SHARD_ORDER, _READER = 1, 2
+# Label of the numpy seed sequence of each reader's own randomness (shuffle, P x K choice, augmentation),
+# apart from the shard order every reader shares (sampler.SHARD_ORDER_STREAM).
+_READER_STREAM = 2
 
 
 def _worker_slot(rank: int, world_size: int) -> tuple[int, int, int]:
@@ -89,8 +89,7 @@ class TrainStream(IterableDataset):
     def _samples(self, slot: int, num_slots: int, counter: SkipCounter) -> Iterator[Sample]:
         """This reader's samples, pass after pass; the shard order of pass n is the same on every reader."""
         for epoch in itertools.count():
-            order = np.random.default_rng([self.cfg.train.seed, _SHARD_ORDER, epoch]).permutation(len(self.shards))
-            part = assign_shards([self.shards[i] for i in order], slot, num_slots)
+            part = pass_assignment(self.shards, self.cfg.train.seed, epoch, slot, num_slots)
             pids: set[int] = set()
             for sample in iter_samples(part.shards, self.cfg.data, counter, part.stride, part.offset):
                 if sample.meta.pid not in self.pid_to_class:
@@ -110,7 +109,7 @@ class TrainStream(IterableDataset):
 
         slot, num_slots, worker = _worker_slot(self.rank, self.world_size)
         counter = SkipCounter()
-        rng = np.random.default_rng([self.cfg.train.seed, _READER, self.rank, worker])
+        rng = np.random.default_rng([self.cfg.train.seed, _READER_STREAM, self.rank, worker])
         transform = SampleTransform(self.cfg.data, train=True)
         batcher = PKBatcher(self.p, self.k, rng)
         stream = self._samples(slot, num_slots, counter)

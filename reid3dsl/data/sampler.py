@@ -22,6 +22,7 @@ import numpy as np
 from reid3dsl.data.schema import Sample
 
 T = TypeVar("T")
+SHARD_ORDER_STREAM = 1  # label of the numpy seed sequence of shard orders (apart from other random streams)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ def assign_shards(shards: Sequence[T], slot: int, num_slots: int) -> Assignment[
     if len(shards) >= num_slots:
         return Assignment(list(shards[slot::num_slots]), 1, 0)
     return Assignment(list(shards), num_slots, slot)
+
+
+def pass_assignment(shards: Sequence[T], seed: int, epoch: int, slot: int, num_slots: int) -> Assignment[T]:
+    """What reader `slot` reads in pass `epoch`: the shards reshuffled with a permutation every reader
+    derives from (seed, epoch) alone, then `assign_shards` — so the readers of one pass partition the data."""
+    order = np.random.default_rng([seed, SHARD_ORDER_STREAM, epoch]).permutation(len(shards))
+    return assign_shards([shards[i] for i in order], slot, num_slots)
 
 
 def _clothes_spread(bucket: list[Sample], k: int, rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:
