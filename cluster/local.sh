@@ -40,9 +40,10 @@ start() {
     if mlflow_running; then
         echo "MLflow already running (pid $(<"$mlflow_pid"))"
     else
-        # Its own session, so that `stop` ends the server and its workers together.
-        setsid mlflow server --host 127.0.0.1 --port "$mlflow_port" --backend-store-uri sqlite:///mlflow.db \
-            >"$state/mlflow.log" 2>&1 </dev/null &
+        # Its own session, so that `stop` ends the server and its workers together; one worker, because
+        # SQLite locks under concurrent writers.
+        setsid mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
+            --backend-store-uri sqlite:///mlflow.db >"$state/mlflow.log" 2>&1 </dev/null &
         echo $! >"$mlflow_pid"
         for _ in $(seq 120); do
             if python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$mlflow_port/health', timeout=1)" \
@@ -69,7 +70,14 @@ EOF
 stop() {
     ray stop
     if mlflow_running; then
-        kill -TERM -- "-$(<"$mlflow_pid")"
+        local group
+        group=$(<"$mlflow_pid")
+        kill -TERM -- "-$group"
+        for _ in $(seq 50); do
+            kill -0 -- "-$group" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL -- "-$group" 2>/dev/null || true
         echo "MLflow server stopped"
     fi
     rm -f "$mlflow_pid"
