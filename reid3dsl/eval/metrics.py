@@ -55,6 +55,14 @@ def float_tensor(x: Any, name: str) -> torch.Tensor:
     return t
 
 
+def label_array(x: Any, name: str) -> np.ndarray:
+    """Labels as a 1-D numpy array (torch tensors moved to the host)."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1:
+        raise UserError(f"{name}: expected a 1-D array of labels, got shape {arr.shape}")
+    return arr
+
+
 @dataclass(frozen=True)
 class Features:
     """Query features `(Q, D)` and gallery features `(G, D)` given to `evaluate` instead of a distance
@@ -177,28 +185,27 @@ def evaluate(
     num_q, num_g = source.shape
     labels = _Labels(q_pids, g_pids, q_camids, g_camids, q_clothes, g_clothes, num_q, num_g, mode, source.device)
 
+    # Per-query values, summed once at the end: the result does not depend on the chunking, to the bit.
     first_ranks: list[torch.Tensor] = []
-    ap_sum = inp_sum = 0.0
-    num_valid = 0
+    aps: list[torch.Tensor] = []
+    inps: list[torch.Tensor] = []
     threads = max(1, torch.get_num_threads())
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        starts = range(0, num_q, chunk_size)
+        blocks = source.blocks(chunk_size) if num_g else iter(())  # an empty gallery: no query is valid
         sorter = _RowSorter(pool, threads)
-        for start, block in progress(source.blocks(chunk_size), desc="evaluate", total=len(starts), unit="chunk"):
-            stop = start + block.shape[0]
-            ranks, n_good = _good_ranks(block, sorter(block), labels, start, stop)
+        total = -(-num_q // chunk_size)
+        for start, block in progress(blocks, desc="evaluate", total=total, unit="chunk"):
+            ranks, n_good = _good_ranks(block, sorter(block), labels, start, start + block.shape[0])
             valid = n_good > 0
-            if not bool(valid.any()):
-                continue
             ranks, n_good = ranks[valid], n_good[valid]
             position = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
             in_row = position[None, :] <= n_good[:, None]
             precision = torch.where(in_row, position[None, :] / ranks.to(torch.float64), 0.0)
-            ap_sum += float((precision.sum(dim=1) / n_good).sum())
-            last = ranks.gather(1, (n_good - 1)[:, None]).squeeze(1)
-            inp_sum += float((n_good.to(torch.float64) / last).sum())
-            num_valid += int(valid.sum())
+            aps.append((precision.sum(dim=1) / n_good).cpu())
+            last = ranks.gather(1, (n_good - 1).clamp_min(0)[:, None]).squeeze(1)
+            inps.append((n_good.to(torch.float64) / last).cpu())
             first_ranks.append(ranks[:, 0].cpu())
+    num_valid = int(sum(len(f) for f in first_ranks))
     if num_valid == 0:
         log.warning("evaluate (%s): no query has a valid match in the gallery; all metrics are 0", mode)
         return {"cmc": np.zeros(max_rank), "mAP": 0.0, "mINP": 0.0, "num_valid": 0}
@@ -206,8 +213,8 @@ def evaluate(
     hist = torch.bincount(first, minlength=max_rank + 1)[:max_rank]
     return {
         "cmc": (hist.cumsum(0).to(torch.float64) / num_valid).numpy(),
-        "mAP": ap_sum / num_valid,
-        "mINP": inp_sum / num_valid,
+        "mAP": float(torch.cat(aps).sum()) / num_valid,
+        "mINP": float(torch.cat(inps).sum()) / num_valid,
         "num_valid": num_valid,
     }
 
@@ -231,7 +238,7 @@ def prcc(
     `num_valid` is the mean per draw, rounded). Same arguments as `evaluate` plus `draws` and `seed`."""
     if not isinstance(draws, int) or draws < 1:
         raise UserError(f"draws = {draws!r}: expected an integer >= 1")
-    g_pid_arr = _label_array(g_pids, "g_pids")
+    g_pid_arr = label_array(g_pids, "g_pids")
     rng = np.random.default_rng(seed)
     results = []
     for _ in range(draws):
@@ -248,9 +255,9 @@ def prcc(
                 q_pids,
                 g_pid_arr[keep],
                 q_camids,
-                _label_array(g_camids, "g_camids")[keep],
+                label_array(g_camids, "g_camids")[keep],
                 q_clothes,
-                None if g_clothes is None else _label_array(g_clothes, "g_clothes")[keep],
+                None if g_clothes is None else label_array(g_clothes, "g_clothes")[keep],
                 mode=mode,
                 max_rank=max_rank,
                 chunk_size=chunk_size,
@@ -266,14 +273,6 @@ def prcc(
 
 # ----------------------------------------------------------------------------------------------------------
 # Internals
-
-
-def _label_array(x: Any, name: str) -> np.ndarray:
-    """Labels as a 1-D numpy array (torch tensors moved to the host)."""
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if arr.ndim != 1:
-        raise UserError(f"{name}: expected a 1-D array of labels, got shape {arr.shape}")
-    return arr
 
 
 class _DistanceSource:
@@ -334,10 +333,10 @@ class _Labels:
             ("q_camids", q_camids, num_q, "distmat rows"),
             ("g_camids", g_camids, num_g, "distmat columns"),
         ):
-            arr = _label_array(value, name)
+            arr = label_array(value, name)
             if arr.shape[0] != n:
                 raise UserError(f"{name}: expected {n} labels (one per {rows[:-1]}), got {arr.shape[0]}")
-            if arr.dtype.kind not in "iu":
+            if arr.dtype.kind not in "iu" and arr.size:
                 raise UserError(f"{name}: expected integer labels, got dtype {arr.dtype}")
             arrays[name] = torch.from_numpy(arr.astype(np.int64)).to(device)
         self.mode = mode
@@ -346,7 +345,7 @@ class _Labels:
         if mode != "standard":
             if q_clothes is None or g_clothes is None:
                 raise UserError(f"mode '{mode}': expected q_clothes and g_clothes (clothes labels), got None")
-            qc, gc = _label_array(q_clothes, "q_clothes"), _label_array(g_clothes, "g_clothes")
+            qc, gc = label_array(q_clothes, "q_clothes"), label_array(g_clothes, "g_clothes")
             for name, arr, n in (("q_clothes", qc, num_q), ("g_clothes", gc, num_g)):
                 if arr.shape[0] != n:
                     raise UserError(f"{name}: expected {n} labels, got {arr.shape[0]}")
@@ -377,6 +376,9 @@ class _Labels:
         return idx, real, good
 
 
+_MIN_PARALLEL_SORT = 1 << 20  # elements
+
+
 class _RowSorter:
     """Sorts the rows of a `(C, G)` block by value into a reused buffer. On CPU: numpy's in-place SIMD sort,
     split across threads (numpy releases the GIL while sorting); elsewhere: torch.sort on the device."""
@@ -393,7 +395,8 @@ class _RowSorter:
         if self.buf is None or self.buf.shape[0] < rows or self.buf.shape[1] != cols or self.buf.dtype != dtype:
             self.buf = np.empty((rows, cols), dtype=dtype)
         out, src = self.buf[:rows], block.numpy()
-        step = -(-rows // self.threads)
+        # Small blocks stay on this thread: handing them out costs more than it saves on a busy machine.
+        step = rows if block.numel() < _MIN_PARALLEL_SORT else -(-rows // self.threads)
 
         def sort_rows(a: int) -> None:
             out[a : a + step] = src[a : a + step]
