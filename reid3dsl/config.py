@@ -144,13 +144,23 @@ class EvalConfig(_Section):
     """Evaluation protocols and feature variants."""
 
     every: int = Field(1, ge=1, description="epochs between evaluations")
-    protocols: list[Literal["standard", "cc", "sc"]] = Field(default_factory=lambda: ["standard", "cc", "sc"])
+    protocols: list[Literal["standard", "cc", "sc", "prcc"]] = Field(
+        default_factory=lambda: ["standard", "cc", "sc"],
+        description="prcc: one random gallery image per identity, mean over prcc_draws draws",
+    )
     features: list[Literal["rgb", "shape", "fused"]] = Field(default_factory=lambda: ["rgb", "shape", "fused"])
+    metric: Literal["cosine", "euclidean"] = Field("cosine", description="distance between features")
     flip: bool = False
     rerank: bool = False
+    rerank_k1: int = Field(20, ge=1, description="k-reciprocal neighbourhood size")
+    rerank_k2: int = Field(6, ge=1, description="neighbours averaged in query expansion (1 = none); <= k1 + 1")
+    rerank_lambda: float = Field(0.3, ge=0, le=1, description="weight of the original distance after re-ranking")
+    prcc_draws: int = Field(10, ge=1, description="PRCC single-shot galleries drawn and averaged")
+    prcc_seed: int = 0
     max_rank: int = Field(50, ge=1)
-    chunk_size: int = Field(512, ge=1, description="queries per chunk in the metric kernel")
+    chunk_size: int = Field(512, ge=1, description="queries per chunk in the metric kernel (bounds its memory)")
     vis_queries: int = Field(8, ge=0, description="queries in the ranked-results picture")
+    vis_topk: int = Field(10, ge=1, description="results shown per query in the ranked-results picture")
 
 
 class TrackingConfig(_Section):
