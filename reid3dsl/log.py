@@ -26,19 +26,22 @@ class _RankFilter(logging.Filter):
 
 
 def setup_logging(rank: int | None = None, level: int = logging.INFO) -> None:
-    """Configure the root logger once for this process (idempotent; a new rank updates the prefix)."""
+    """Configure the project's loggers (`reid3dsl`, `shards`) once per process; a new rank updates the prefix.
+
+    Only the project's own loggers get this handler (and stop propagating), so libraries that configure the
+    root logger themselves — Ray workers do — neither duplicate our lines nor get theirs reformatted."""
     global _RANK
     _RANK = rank
-    root = logging.getLogger()
-    if not any(getattr(h, "_reid3dsl", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
-        handler.addFilter(_RankFilter())
-        handler._reid3dsl = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("reid3dsl", "shards", "__main__"):
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_reid3dsl", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+            handler.addFilter(_RankFilter())
+            handler._reid3dsl = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:

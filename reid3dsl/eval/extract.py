@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from reid3dsl.train.precision import Precision
 
 log = logging.getLogger(__name__)
 RANKS = (1, 5, 10)
+VIS_CANDIDATES = 30  # gallery items read per query: top-10 after junk is removed
 
 
 @dataclass
@@ -120,3 +122,63 @@ def protocol_table(cfg: Config, query: SplitFeatures, gallery: SplitFeatures) ->
             out[f"{prefix}/mAP"] = float(res["mAP"])
             out[f"{prefix}/mINP"] = float(res["mINP"])
     return out
+
+
+def read_images(cfg: Config, split: str, keys: set[str]) -> dict[str, np.ndarray]:
+    """The stored RGB images of `keys` in `split` (one pass over the split's shards)."""
+    from reid3dsl.data.index import load_index
+    from reid3dsl.data.reader import read_shard
+    from reid3dsl.data.schema import Sample
+
+    found: dict[str, np.ndarray] = {}
+    for shard in load_index(cfg.data.root, cfg.data).split(split).shards:
+        for item in read_shard(shard, cfg.data):
+            if isinstance(item, Sample) and item.key in keys:
+                found[item.key] = item.image
+        if len(found) == len(keys):
+            break
+    return found
+
+
+def ranked_picture(cfg: Config, query: SplitFeatures, gallery: SplitFeatures, out: Path,
+                   feature: str | None = None, mode: str | None = None) -> Path | None:
+    """The ranked-results PNG of `eval.vis_queries` queries spread over the query set (None if there are none).
+
+    Uses `feature` (default: fused, else whatever exists) and `mode` (default: cc where clothes labels exist
+    and the config evaluates cc, else standard); only the images shown are read back from the shards."""
+    from reid3dsl.eval.metrics import pairwise_distances
+    from reid3dsl.eval.visualize import ranked_results_png
+
+    n = min(cfg.eval.vis_queries, len(query.keys))
+    feature = feature or next((f for f in ("fused", "rgb", "shape") if f in query.feats), None)
+    if n == 0 or feature is None:
+        return None
+    has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())
+    if mode is None:
+        mode = "cc" if has_clothes and "cc" in cfg.eval.protocols else "standard"
+    rows = np.linspace(0, len(query.keys) - 1, n).round().astype(int)
+    dist = pairwise_distances(query.feats[feature][rows], gallery.feats[feature], metric="cosine")
+    top = torch.argsort(dist, dim=1, stable=True)[:, :VIS_CANDIDATES].numpy()
+    q_images = read_images(cfg, "query", {query.keys[i] for i in rows})
+    g_images = read_images(cfg, "gallery", {gallery.keys[j] for j in top.reshape(-1)})
+    blank = np.zeros((cfg.data.height, cfg.data.width, 3), np.uint8)
+    return ranked_results_png(
+        [q_images.get(query.keys[i], blank) for i in rows], _Lazy(gallery.keys, g_images, blank), top,
+        query.pids[rows], gallery.pids, query.camids[rows], gallery.camids, out,
+        q_clothes=query.clothes[rows] if has_clothes else None,
+        g_clothes=gallery.clothes if has_clothes else None, mode=mode,  # type: ignore[arg-type]
+        cell=(cfg.data.height, cfg.data.width),
+    )
+
+
+class _Lazy:
+    """Gallery images by index, from the few that were read (a blank for the rest, which are never shown)."""
+
+    def __init__(self, keys: list[str], images: dict[str, np.ndarray], blank: np.ndarray) -> None:
+        self.keys, self.images, self.blank = keys, images, blank
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images.get(self.keys[i], self.blank)

@@ -106,7 +106,6 @@ class Components:
 def build_components(cfg: Config, device: torch.device, rank: int, world_size: int, run_id: str | None) -> Components:
     from reid3dsl.data.index import load_index
     from reid3dsl.data.pipeline import train_batches
-    from reid3dsl.models.discriminator import SMPLDiscriminator
     from reid3dsl.train.evaluator import Evaluator
 
     index = load_index(cfg.data.root, cfg.data)
@@ -126,6 +125,8 @@ def build_components(cfg: Config, device: torch.device, rank: int, world_size: i
     clothes_aware = {"on": True, "off": False, "auto": has_clothes}[cfg.loss.clothes_aware]
     discriminator = disc_optimizer = None
     if body is not None and cfg.loss.adversarial:
+        from reid3dsl.models.discriminator import SMPLDiscriminator
+
         discriminator = SMPLDiscriminator(num_betas=cfg.body.num_betas).to(device)
         disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.train.lr_d, betas=(0.5, 0.999))
     factor = lr_factor(cfg.train)

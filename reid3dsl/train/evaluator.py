@@ -13,12 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from reid3dsl.config import Config
-from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table
+from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
 from reid3dsl.train import tracking
 from reid3dsl.train.objective import Projection
 from reid3dsl.train.precision import Precision
@@ -32,22 +31,6 @@ def export_model(module: nn.Module, cfg: Config, num_classes: int, path: Path) -
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
     torch.save({"config": cfg.to_dict(redact=True), "num_classes": num_classes, "state_dict": state}, path)
     return path
-
-
-def read_images(cfg: Config, split: str, keys: set[str]) -> dict[str, np.ndarray]:
-    """The stored RGB images of `keys` in `split` (one pass over the split's shards)."""
-    from reid3dsl.data.index import load_index
-    from reid3dsl.data.reader import read_shard
-    from reid3dsl.data.schema import Sample
-
-    found: dict[str, np.ndarray] = {}
-    for shard in load_index(cfg.data.root, cfg.data).split(split).shards:
-        for item in read_shard(shard, cfg.data):
-            if isinstance(item, Sample) and item.key in keys:
-                found[item.key] = item.image
-        if len(found) == len(keys):
-            break
-    return found
 
 
 class Evaluator:
@@ -81,38 +64,12 @@ class Evaluator:
     def _log_pictures(self, module: nn.Module, precision: Precision, query: SplitFeatures,
                       gallery: SplitFeatures) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            paths = [self._ranked_png(query, gallery, Path(tmp) / "ranked_results.png")]
+            paths = [ranked_picture(self.cfg, query, gallery, Path(tmp) / "ranked_results.png")]
             if self.projection is not None:
                 paths.append(self._overlay_png(module, precision, Path(tmp) / "silhouettes_keypoints.png"))
             for path in paths:
                 if path is not None:
                     tracking.log_artifact(self.cfg, self.run_id, path, "pictures")
-
-    def _ranked_png(self, query: SplitFeatures, gallery: SplitFeatures, out: Path) -> Path | None:
-        from reid3dsl.eval.metrics import pairwise_distances
-        from reid3dsl.eval.visualize import ranked_results_png
-
-        n = min(self.cfg.eval.vis_queries, len(query.keys))
-        feature = next((f for f in ("fused", "rgb", "shape") if f in query.feats), None)
-        if n == 0 or feature is None:
-            return None
-        has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())
-        mode = "cc" if has_clothes and "cc" in self.cfg.eval.protocols else "standard"
-        rows = np.linspace(0, len(query.keys) - 1, n).round().astype(int)
-        dist = pairwise_distances(query.feats[feature][rows], gallery.feats[feature], metric="cosine")
-        top = torch.argsort(dist, dim=1, stable=True)[:, :30].numpy()
-        q_images = read_images(self.cfg, "query", {query.keys[i] for i in rows})
-        g_keys = {gallery.keys[j] for j in top.reshape(-1)}
-        g_images = read_images(self.cfg, "gallery", g_keys)
-        blank = np.zeros((self.cfg.data.height, self.cfg.data.width, 3), np.uint8)
-        gallery_lookup = _Lazy(gallery.keys, g_images, blank)
-        return ranked_results_png(
-            [q_images.get(query.keys[i], blank) for i in rows], gallery_lookup, top,
-            query.pids[rows], gallery.pids, query.camids[rows], gallery.camids, out,
-            q_clothes=query.clothes[rows] if has_clothes else None,
-            g_clothes=gallery.clothes if has_clothes else None, mode=mode,
-            cell=(self.cfg.data.height, self.cfg.data.width),
-        )
 
     def _overlay_png(self, module: nn.Module, precision: Precision, out: Path) -> Path:
         from reid3dsl.body.show import overlay_grid
@@ -146,16 +103,3 @@ class Evaluator:
         with tempfile.TemporaryDirectory() as tmp:
             path = export_model(module, self.cfg, self.index.num_classes, Path(tmp) / MODEL_FILE)
             tracking.log_artifact(self.cfg, self.run_id, path, "checkpoint")
-
-
-class _Lazy:
-    """Gallery images by index, from the few that were read (a blank for the rest, which are never shown)."""
-
-    def __init__(self, keys: list[str], images: dict[str, np.ndarray], blank: np.ndarray) -> None:
-        self.keys, self.images, self.blank = keys, images, blank
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images.get(self.keys[i], self.blank)

@@ -162,7 +162,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if last or state.epoch % cfg.eval.every == 0:
             report.update(parts.evaluate(engine.module, precision, last))
         if buffer is not None:
-            buffer.add({k: v for k, v in report.items() if k not in ("epoch", "step")}, state.step)
+            # Per-step losses are already in the buffer; the epoch adds throughput, counters and evaluation.
+            buffer.add({k: v for k, v in report.items() if k not in ("epoch", "step") and not k.startswith("loss/")},
+                       state.step)
         checkpoint = last or state.epoch % cfg.train.checkpoint_every == 0
         save_and_report(engine, disc_engine, state, report, checkpoint=checkpoint)
         if buffer is not None and checkpoint:

@@ -1,0 +1,101 @@
+"""`python -m reid3dsl.eval --checkpoint model.pt --data PATH_OR_URL [--protocol ...] [--feature ...] [--vis out.png]`
+
+Evaluates an exported network (`model.pt`, logged by the training job under the MLflow run's `checkpoint/`)
+on a data set's query and gallery shards and prints the metrics table; `--vis` draws the ranked results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from reid3dsl.errors import UserError, cli_main
+
+PROTOCOLS = ("standard", "cc", "sc", "prcc")
+
+
+def load_exported(path: Path, overrides: list[str]) -> tuple[object, torch.nn.Module]:
+    """model.pt → (config with `overrides`, network with the trained weights, in eval mode)."""
+    from reid3dsl.config import Config, load_config
+    from reid3dsl.train.components import build_body, build_network
+
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}': not found (expected a model.pt exported by the training job)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        base = Config.model_validate(saved["config"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise UserError(f"checkpoint '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_file = Path(tmp) / "config.yaml"
+        cfg_file.write_text(base.to_yaml())
+        cfg = load_config(cfg_file, overrides)
+    device = torch.device("cpu")
+    body = build_body(cfg, device) if cfg.model.streams != "rgb" else None
+    network = build_network(cfg, saved["num_classes"], body)
+    network.load_state_dict(saved["state_dict"])
+    return cfg, network.eval()
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from reid3dsl.eval.extract import RANKS, extract_split
+    from reid3dsl.eval.metrics import Features, evaluate, prcc
+    from reid3dsl.log import setup_logging
+    from reid3dsl.train.precision import resolve_precision
+
+    parser = argparse.ArgumentParser(prog="python -m reid3dsl.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="model.pt exported by the training job")
+    parser.add_argument("--data", required=True, help="data set folder or s3:// prefix holding index.json")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: every protocol that applies")
+    parser.add_argument("--feature", choices=("rgb", "shape", "fused"), default=None, help="default: all built")
+    parser.add_argument("--flip", action="store_true", help="average features with the flipped image's")
+    parser.add_argument("--vis", type=Path, default=None, help="write a ranked-results PNG here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args(argv)
+    setup_logging(None)
+    overrides = [f"data.root={args.data}", "data.synthesize=false", f"eval.flip={str(args.flip).lower()}",
+                 *args.overrides]
+    cfg, network = load_exported(args.checkpoint, overrides)
+    precision = resolve_precision("fp32", torch.device("cpu"))
+    query = extract_split(network, cfg, "query", 0, 1, torch.device("cpu"), precision)
+    gallery = extract_split(network, cfg, "gallery", 0, 1, torch.device("cpu"), precision)
+    if not query.keys or not gallery.keys:
+        raise UserError(f"data set '{args.data}': the query or gallery split is empty")
+    has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())
+    features = [args.feature] if args.feature else list(query.feats)
+    missing = [f for f in features if f not in query.feats]
+    if missing:
+        raise UserError(f"--feature {missing[0]}: this network has only {', '.join(query.feats)}")
+    runs: list[tuple[str, str, object]] = []
+    protocols = [args.protocol] if args.protocol else ["standard", *(["cc", "sc"] if has_clothes else [])]
+    for protocol in protocols:
+        if protocol != "standard" and not has_clothes:
+            raise UserError(f"--protocol {protocol}: needs clothes labels; data set '{args.data}' has none")
+        modes = ["cc", "sc"] if protocol == "prcc" else [protocol]
+        for mode in modes:
+            name = f"prcc-{mode}" if protocol == "prcc" else mode
+            runs.append((name, mode, prcc if protocol == "prcc" else evaluate))
+    print(f"{'protocol':<10}{'feature':<8}" + "".join(f"{'R' + str(r):>8}" for r in RANKS) + f"{'mAP':>8}{'mINP':>8}")
+    for name, mode, fn in runs:
+        for feature in features:
+            res = fn(Features(query.feats[feature], gallery.feats[feature]), query.pids, gallery.pids,  # type: ignore[operator]
+                     query.camids, gallery.camids, query.clothes if has_clothes else None,
+                     gallery.clothes if has_clothes else None, mode=mode, max_rank=max(RANKS))
+            print(f"{name:<10}{feature:<8}" + "".join(f"{100 * res['cmc'][r - 1]:>8.1f}" for r in RANKS)
+                  + f"{100 * res['mAP']:>8.1f}{100 * res['mINP']:>8.1f}")
+    if args.vis is not None:
+        from reid3dsl.eval.extract import ranked_picture
+
+        ranked_picture(cfg, query, gallery, args.vis, feature=features[0], mode=runs[0][1])
+        print(f"ranked results: {args.vis}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
