@@ -193,8 +193,11 @@ def test_prcc_scores_each_query_against_one_gallery_image_per_identity() -> None
     # Features give the same draws as the distance matrix they define.
     qf, gf = rng.standard_normal((num_q, 8)), rng.standard_normal((num_ids * per_id, 8))
     by_features = prcc(Features(qf, gf), q_pids, g_pids, q_cams, g_cams, draws=3, seed=1)
-    by_distances = prcc(pairwise_distances(qf, gf), q_pids, g_pids, q_cams, g_cams, draws=3, seed=1)
+    by_distances = prcc(pairwise_distances(qf, gf).numpy(), q_pids, g_pids, q_cams, g_cams, draws=3, seed=1)
     assert_same(by_features, by_distances)
+    as_torch = Features(torch.from_numpy(qf), torch.from_numpy(gf))
+    assert_same(prcc(as_torch, q_pids, g_pids, q_cams, g_cams, draws=3, seed=1), by_distances)
+    assert_same(prcc(pairwise_distances(qf, gf), q_pids, g_pids, q_cams, g_cams, draws=3, seed=1), by_distances)
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,13 @@ without a good item are skipped (`num_valid` counts the rest). CMC is clipped at
 queries, mINP = mean of (number of good items) / (rank of the last one).
 
 How it avoids a per-query loop and a full argsort: the rank of a good item among kept items is
-1 + (good items before it) + (negatives before it). Per chunk of queries, the distance rows are sorted by
-value only (numpy's SIMD sort on CPU; several times faster than an argsort, which needs the indices), and
-binary search into the sorted row counts all items below each good item's distance; the few same-pid items
-(good and junk) are subtracted exactly from a small per-query table. Exact ties between a good item and a
-negative are resolved by gallery index from the unsorted row, only where they occur. Memory is a few
-`(chunk, G)` buffers; with `Features` input the distance matrix exists only one chunk at a time.
+1 + (good items before it) + (negatives before it). Per chunk of queries, a few rows at a time are copied,
+sorted by value only (numpy's SIMD sort on CPU, threads splitting the chunk; an argsort, which must carry
+indices, is ~30x slower in torch) and binary-searched while still in cache, counting all items below each
+good item's distance; the few same-pid items (good and junk) are subtracted exactly from a small per-query
+table. Exact ties between a good item and a negative are resolved by gallery index from the unsorted row,
+only where they occur. Memory: cache-sized sort buffers per thread, plus one `(chunk, G)` distance block
+when the input is `Features` (the distance matrix then never exists whole).
 """
 
 from __future__ import annotations
@@ -192,10 +193,10 @@ def evaluate(
     threads = max(1, torch.get_num_threads())
     with ThreadPoolExecutor(max_workers=threads) as pool:
         blocks = source.blocks(chunk_size) if num_g else iter(())  # an empty gallery: no query is valid
-        sorter = _RowSorter(pool, threads)
+        counter = _RowCounter(pool, threads)
         total = -(-num_q // chunk_size)
         for start, block in progress(blocks, desc="evaluate", total=total, unit="chunk"):
-            ranks, n_good = _good_ranks(block, sorter(block), labels, start, start + block.shape[0])
+            ranks, n_good = _good_ranks(block, counter, labels, start, start + block.shape[0])
             valid = n_good > 0
             ranks, n_good = ranks[valid], n_good[valid]
             position = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
@@ -246,9 +247,10 @@ def prcc(
         _, first = np.unique(g_pid_arr[perm], return_index=True)
         keep = np.sort(perm[first])  # gallery order kept, so ties still break by original index
         if isinstance(distmat, Features):
-            sub: torch.Tensor | np.ndarray | Features = Features(distmat.query, distmat.gallery[keep], distmat.metric)
+            gallery = distmat.gallery
+            sub: Any = Features(distmat.query, gallery[_index_for(gallery, keep)], distmat.metric)
         else:
-            sub = distmat[:, torch.from_numpy(keep) if isinstance(distmat, torch.Tensor) else keep]
+            sub = distmat[:, _index_for(distmat, keep)]
         results.append(
             evaluate(
                 sub,
@@ -273,6 +275,11 @@ def prcc(
 
 # ----------------------------------------------------------------------------------------------------------
 # Internals
+
+
+def _index_for(x: Any, keep: np.ndarray) -> Any:
+    """`keep` as an index for `x`: a tensor on x's device for torch, the array itself for numpy."""
+    return torch.from_numpy(keep).to(x.device) if isinstance(x, torch.Tensor) else keep
 
 
 class _DistanceSource:
@@ -376,48 +383,76 @@ class _Labels:
         return idx, real, good
 
 
-_MIN_PARALLEL_SORT = 1 << 20  # elements
+# Rows are sorted and searched in groups of about this many bytes, so the binary searches run on rows that
+# are still in the core's cache (about 20x faster than searching a whole sorted chunk afterwards).
+_GROUP_BYTES = 1 << 19
+# Blocks smaller than this (elements) stay on the calling thread: handing them out costs more than it saves.
+_MIN_PARALLEL = 1 << 20
 
 
-class _RowSorter:
-    """Sorts the rows of a `(C, G)` block by value into a reused buffer. On CPU: numpy's in-place SIMD sort,
-    split across threads (numpy releases the GIL while sorting); elsewhere: torch.sort on the device."""
+class _RowCounter:
+    """For each row of a `(C, G)` block and each value of that row in `values` `(C, P)`: how many items lie
+    below it, and whether more items equal it than the `equal` `(C, P)` ones already known.
+
+    On CPU: each thread copies a few rows at a time, sorts them with numpy's SIMD sort (values only, in place;
+    numpy releases the GIL) and binary-searches them while they are hot; no `(C, G)` sorted copy exists.
+    Elsewhere: torch.sort of the block on its device, then the same searches.
+    """
 
     def __init__(self, pool: ThreadPoolExecutor, threads: int) -> None:
         self.pool, self.threads = pool, threads
-        self.buf: np.ndarray | None = None
 
-    def __call__(self, block: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, block: torch.Tensor, values: torch.Tensor, equal: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns below `(C, P)` int64 and more_equal `(C, P)` bool; `start` is the first row's query index."""
         if block.device.type != "cpu":
-            return torch.sort(block, dim=1).values
+            return _count(torch.sort(block, dim=1).values, values, equal, start)
         rows, cols = block.shape
-        dtype = block.numpy().dtype
-        if self.buf is None or self.buf.shape[0] < rows or self.buf.shape[1] != cols or self.buf.dtype != dtype:
-            self.buf = np.empty((rows, cols), dtype=dtype)
-        out, src = self.buf[:rows], block.numpy()
-        # Small blocks stay on this thread: handing them out costs more than it saves on a busy machine.
-        step = rows if block.numel() < _MIN_PARALLEL_SORT else -(-rows // self.threads)
+        src = block.numpy()
+        below = torch.empty(values.shape, dtype=torch.int64)
+        more_equal = torch.empty(values.shape, dtype=torch.bool)
+        group = max(2, _GROUP_BYTES // max(1, cols * src.itemsize))
+        share = rows if block.numel() < _MIN_PARALLEL else -(-rows // self.threads)
 
-        def sort_rows(a: int) -> None:
-            out[a : a + step] = src[a : a + step]
-            out[a : a + step].sort(axis=1)
+        def work(first: int) -> None:
+            buf = np.empty((min(group, rows), cols), dtype=src.dtype)
+            for a in range(first, min(first + share, rows), group):
+                b = min(a + group, first + share, rows)
+                hot = buf[: b - a]
+                hot[...] = src[a:b]
+                hot.sort(axis=1)
+                below[a:b], more_equal[a:b] = _count(torch.from_numpy(hot), values[a:b], equal[a:b], start + a)
 
-        list(self.pool.map(sort_rows, range(0, rows, step)))
-        return torch.from_numpy(out)
+        list(self.pool.map(work, range(0, rows, share)))
+        return below, more_equal
+
+
+def _count(
+    sorted_rows: torch.Tensor, values: torch.Tensor, equal: torch.Tensor, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `(c, G)` sorted ascending; values, equal `(c, P)`. Returns (items below each value, whether more
+    than `equal` items equal it) — the second by one look past the known equal ones, not a second search."""
+    last = sorted_rows[:, -1]
+    if bool(torch.isnan(last).any()):  # NaN sorts last
+        row = start + int(torch.isnan(last).nonzero()[0])
+        raise UserError(f"distances: expected no NaN, found one in query row {row}")
+    below = torch.searchsorted(sorted_rows, values, side="left")
+    after = below + equal
+    inside = after < sorted_rows.shape[1]
+    more_equal = inside & (sorted_rows.gather(1, after.clamp_max(sorted_rows.shape[1] - 1)) == values)
+    return below, more_equal
 
 
 def _good_ranks(
-    block: torch.Tensor, sorted_block: torch.Tensor, labels: _Labels, start: int, stop: int
+    block: torch.Tensor, counter: _RowCounter, labels: _Labels, start: int, stop: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks among kept items of every good match of queries [start, stop).
 
-    block `(C, G)` distances; sorted_block `(C, G)` the same rows sorted ascending.
-    Returns ranks `(C, P)` int64, 1-based, ascending along each row for its first n_good entries (the good
-    items in stable (distance, index) order; entries past n_good are meaningless), and n_good `(C,)`.
+    block `(C, G)` distances. Returns ranks `(C, P)` int64, 1-based, ascending along each row for its first
+    n_good entries (the good items in stable (distance, index) order; entries past n_good are meaningless),
+    and n_good `(C,)`.
     """
-    if bool(torch.isnan(sorted_block[:, -1]).any()):  # NaN sorts last
-        row = start + int(torch.isnan(sorted_block[:, -1]).nonzero()[0])
-        raise UserError(f"distances: expected no NaN, found one in query row {row}")
     idx, real, good = labels.same_pid(start, stop)
     dist = block.gather(1, idx)
     inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
@@ -428,19 +463,17 @@ def _good_ranks(
     good_i = idx.gather(1, order)
     n_good = good.sum(dim=1)
 
-    # Items of any kind below / at each good distance, from the sorted rows.
-    below = torch.searchsorted(sorted_block, good_d, side="left")
-    at_or_below = torch.searchsorted(sorted_block, good_d, side="right")
-    # The same for the query's own-pid items (good and junk), which are not negatives.
+    # The query's own-pid items (good and junk) below / at each good distance: they are not negatives.
     same_sorted = torch.sort(torch.where(real, dist, inf), dim=1).values
     same_below = torch.searchsorted(same_sorted, good_d, side="left")
-    same_at_or_below = torch.searchsorted(same_sorted, good_d, side="right")
-    same_at_or_below -= (~real).sum(dim=1, keepdim=True) * (good_d == inf)  # padding is +inf
+    same_equal = torch.searchsorted(same_sorted, good_d, side="right") - same_below
+    same_equal -= (~real).sum(dim=1, keepdim=True) * (good_d == inf)  # padding is +inf
+    # Items of any kind below each good distance, and whether a negative ties with it.
+    below, neg_tied = counter(block, good_d, same_equal, start)
     neg_before = below - same_below
-    neg_tied = (at_or_below - below) - (same_at_or_below - same_below)
 
     in_row = torch.arange(good_d.shape[1], device=good_d.device)[None, :] < n_good[:, None]
-    tied = in_row & (neg_tied > 0)
+    tied = in_row & neg_tied
     if bool(tied.any()):
         rows, cols = tied.nonzero(as_tuple=True)
         value, index = good_d[rows, cols], good_i[rows, cols]
