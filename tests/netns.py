@@ -151,6 +151,7 @@ class RayCluster:
     hosts: list[Host]
     env: dict[str, str]
     workdir: Path
+    temp_dir: Path
     port: int
     dashboard_port: int
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -163,6 +164,14 @@ class RayCluster:
     def isolated(self) -> bool:
         """True where every node has its own network namespace (False: the loopback fallback)."""
         return all(h.netns for h in self.hosts)
+
+    def pids(self) -> list[int]:
+        """Every live process of this cluster: all in its namespaces, those naming its temp folder, its servers."""
+        return sorted(
+            set(_pids_in([h.netns for h in self.hosts if h.netns]))
+            | set(_pids_using(self.temp_dir))
+            | {p.pid for p in self.servers if p.poll() is None}
+        )
 
     @property
     def address(self) -> str:
@@ -245,26 +254,26 @@ def ray_cluster(
     workdir.mkdir(parents=True, exist_ok=True)
     isolated = all(h.netns for h in hosts)
     # Namespaces have ports of their own; on loopback other Ray instances may hold the defaults.
-    port, dashboard_port = (
-        (HEAD_PORT, DASHBOARD_PORT) if isolated else (_free_port(hosts[0].ip), _free_port(hosts[0].ip))
-    )
-    cluster = RayCluster(hosts, _token_env(workdir), workdir, port, dashboard_port)
+    ports = (HEAD_PORT, DASHBOARD_PORT) if isolated else (_free_port(hosts[0].ip), _free_port(hosts[0].ip))
     # Ray's unix sockets live under --temp-dir and must fit in 107 bytes: a short folder, not tmp_path.
-    ray_tmp = Path(tempfile.mkdtemp(prefix="r3d-"))
+    cluster = RayCluster(hosts, _token_env(workdir), workdir, Path(tempfile.mkdtemp(prefix="r3d-")), *ports)
     common = [f"--num-cpus={cpus_per_node}", f"--object-store-memory={object_store_bytes}", "--disable-usage-stats"]
-    head_args = ["--head", f"--node-ip-address={cluster.head.ip}", f"--port={port}", f"--temp-dir={ray_tmp}", *common]
+    head_args = [
+        "--head",
+        f"--node-ip-address={cluster.head.ip}",
+        f"--port={cluster.port}",
+        f"--temp-dir={cluster.temp_dir}",
+        *common,
+    ]
     if dashboard:
-        head_args += [f"--dashboard-host={cluster.head.ip}", f"--dashboard-port={dashboard_port}"]
+        head_args += [f"--dashboard-host={cluster.head.ip}", f"--dashboard-port={cluster.dashboard_port}"]
     else:
         head_args.append("--include-dashboard=false")
-    namespaces = [h.netns for h in hosts if h.netns]
     try:
         _ray_start(cluster, head_args, cluster.head)
         for host in hosts[1:]:
             _ray_start(cluster, [f"--address={cluster.address}", f"--node-ip-address={host.ip}", *common], host)
         yield cluster
     finally:
-        _terminate(
-            lambda: _pids_in(namespaces) + _pids_using(ray_tmp) + [p.pid for p in cluster.servers if p.poll() is None]
-        )
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        _terminate(cluster.pids)
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)

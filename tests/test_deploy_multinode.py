@@ -7,8 +7,9 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns import RayCluster, loopback_hosts, namespaces_unavailable, private_hosts, ray_cluster
@@ -46,54 +47,70 @@ PINNED_TASKS = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path: Path) -> Iterator[RayCluster]:
-    reason = namespaces_unavailable()
-    if reason is None:
-        with private_hosts(2) as hosts, ray_cluster(hosts, tmp_path) as cluster:
-            yield cluster
-    else:
-        warnings.warn(f"network namespaces unavailable ({reason}): two nodes on loopback instead", stacklevel=1)
-        with ray_cluster(loopback_hosts(2), tmp_path) as cluster:
-            yield cluster
-
-
-def test_tasks_pinned_to_each_node_run_on_two_different_nodes(two_node_cluster: RayCluster, tmp_path: Path) -> None:
-    script = tmp_path / "pinned.py"
+@pytest.fixture(scope="module")
+def two_node_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One cluster lifecycle: start two nodes, run the pinned tasks, look around, tear down, look again."""
+    workdir = tmp_path_factory.mktemp("two-nodes")
+    script = workdir / "pinned.py"
     script.write_text(PINNED_TASKS)
-    done = two_node_cluster.run([sys.executable, str(script), two_node_cluster.address])
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-
-    assert len(report["nodes"]) == 2
-    ran = report["ran"]
-    assert [r["node_id"] for r in ran] == report["nodes"], "a pinned task ran on another node than asked"
-    assert len({r["node_id"] for r in ran}) == 2
-    assert sorted(r["ip"] for r in ran) == sorted(h.ip for h in two_node_cluster.hosts)
-    if two_node_cluster.isolated:
-        assert len({r["netns"] for r in ran}) == 2, "both tasks ran in the same network namespace"
-
-
-def test_namespaces_and_their_processes_are_gone_after_the_harness_exits(tmp_path: Path) -> None:
-    if namespaces_unavailable() is not None:
-        pytest.skip("network namespaces unavailable")
-
-    with private_hosts(2) as hosts, ray_cluster(hosts, tmp_path) as cluster:
-        names = [h.netns for h in hosts]
-        pids = subprocess.run(["ip", "netns", "pids", names[1]], capture_output=True, text=True).stdout.split()
-        assert pids, "the worker node started no process in its namespace"
-        # Unreachable from the machine's own network namespace: nothing is routed to it.
-        probe = subprocess.run(["ip", "route", "get", cluster.head.ip], capture_output=True, text=True)
-        assert "dev r3d" not in probe.stdout
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not any(name in listed for name in names)
-    assert not [pid for pid in pids if _alive(pid)]
+    reason = namespaces_unavailable()
+    if reason is not None:
+        warnings.warn(f"network namespaces unavailable ({reason}): two nodes on loopback instead", stacklevel=1)
+    with private_hosts(2) if reason is None else nullcontext(loopback_hosts(2)) as hosts:
+        with ray_cluster(hosts, workdir) as cluster:
+            driver = cluster.run([sys.executable, str(script), cluster.address])
+            during = {"pids": cluster.pids(), "own_links": _links(None), "peer_links": _links(hosts[1].netns)}
+        alive_after = [pid for pid in during["pids"] if _alive(pid)]
+    namespaces_after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {
+        "cluster": cluster,
+        "driver": driver,
+        "during": during,
+        "alive_after": alive_after,
+        "namespaces_after": namespaces_after if reason is None else "",
+    }
 
 
-def _alive(pid: str) -> bool:
+def _links(netns: str | None) -> str:
+    argv = ["ip", *(["-n", netns] if netns else []), "-o", "link", "show"]
+    return subprocess.run(argv, capture_output=True, text=True).stdout
+
+
+def _alive(pid: int) -> bool:
     """A process that still runs (a zombie waiting for its reaper has ended)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_tasks_pinned_to_each_node_run_on_two_different_nodes(two_node_run: dict[str, Any]) -> None:
+    cluster: RayCluster = two_node_run["cluster"]
+    driver = two_node_run["driver"]
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    report = json.loads(driver.stdout.strip().splitlines()[-1])
+
+    assert len(report["nodes"]) == 2
+    ran = report["ran"]
+    assert [r["node_id"] for r in ran] == report["nodes"], "a pinned task ran on another node than asked"
+    assert len({r["node_id"] for r in ran}) == 2
+    assert sorted(r["ip"] for r in ran) == sorted(h.ip for h in cluster.hosts)
+    if cluster.isolated:
+        assert len({r["netns"] for r in ran}) == 2, "both tasks ran in the same network namespace"
+
+
+def test_the_link_between_the_nodes_never_exists_in_the_machines_own_namespace(two_node_run: dict[str, Any]) -> None:
+    cluster: RayCluster = two_node_run["cluster"]
+    if not cluster.isolated:
+        pytest.skip("loopback fallback: no namespaces, no link")
+    tag = cluster.hosts[0].netns[:-2]  # type: ignore[index]  # r3d<pid>, shared by the namespaces and veth ends
+    assert tag in two_node_run["during"]["peer_links"]
+    assert tag not in two_node_run["during"]["own_links"]
+
+
+def test_no_process_or_namespace_outlives_the_cluster(two_node_run: dict[str, Any]) -> None:
+    cluster: RayCluster = two_node_run["cluster"]
+    assert len(two_node_run["during"]["pids"]) >= 4, "expected a GCS, two raylets and their agents"
+    assert two_node_run["alive_after"] == []
+    assert not any(h.netns in two_node_run["namespaces_after"] for h in cluster.hosts if h.netns)
