@@ -102,8 +102,24 @@ def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | N
     return metrics
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def init_engines(cfg: Config, parts: Components, precision: Precision, world_size: int) -> tuple[Any, Any | None]:
+    """One DeepSpeed engine for the two-stream network and one for the discriminator (None without it)."""
     import deepspeed
+
+    micro = cfg.train.batch_size // world_size
+    engine, *_ = deepspeed.initialize(
+        model=parts.network, optimizer=parts.optimizer, lr_scheduler=parts.scheduler,
+        config=deepspeed_config(cfg, precision, micro),
+    )
+    disc_engine = None
+    if parts.discriminator is not None:
+        disc_engine, *_ = deepspeed.initialize(
+            model=parts.discriminator, optimizer=parts.disc_optimizer, config=deepspeed_config(cfg, precision, micro),
+        )
+    return engine, disc_engine
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
@@ -117,16 +133,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     log.info("worker %d/%d on %s, precision %s", rank, world, device, precision.name)
 
     parts = build_components(cfg, device, rank, world, loop_config["run_id"])
-    micro = cfg.train.batch_size // world
-    engine, *_ = deepspeed.initialize(
-        model=parts.network, optimizer=parts.optimizer, lr_scheduler=parts.scheduler,
-        config=deepspeed_config(cfg, precision, micro),
-    )
-    disc_engine = None
-    if parts.discriminator is not None:
-        disc_engine, *_ = deepspeed.initialize(
-            model=parts.discriminator, optimizer=parts.disc_optimizer, config=deepspeed_config(cfg, precision, micro),
-        )
+    engine, disc_engine = init_engines(cfg, parts, precision, world)
     state = restore(engine, disc_engine)
     buffer = MetricBuffer(cfg, loop_config["run_id"]) if rank == 0 else None
     epoch_terms: dict[str, list[float]] = defaultdict(list)

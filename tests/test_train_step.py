@@ -1,0 +1,81 @@
+"""One training step, in one process under DeepSpeed: which parts move, which losses exist, what is built."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from reid3dsl.config import Config, load_config
+from reid3dsl.train.checkpoint import TrainState
+from reid3dsl.train.components import Components, build_components
+from reid3dsl.train.loop import init_engines, train_step
+from reid3dsl.train.precision import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def process_group() -> Iterator[None]:
+    """A one-process gloo group, as DeepSpeed expects one."""
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()
+
+
+def _config(root: str, body_dir: str, *overrides: str) -> Config:
+    return load_config(
+        "configs/smoke.yaml",
+        [f"data.root={root}", "data.synthesize=false", f"body.standin_dir={body_dir}", "train.batch_size=8",
+         "data.imgs_per_id=2", *overrides],
+    )
+
+
+def _snapshot(module: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    return {} if module is None else {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _moved(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.named_parameters() if k.startswith(prefix))
+
+
+def _step(cfg: Config) -> tuple[Components, dict[str, float] | None, dict, dict]:
+    parts = build_components(cfg, CPU, 0, 1, None)
+    precision = resolve_precision("fp32", CPU)
+    engine, disc_engine = init_engines(cfg, parts, precision, 1)
+    before = _snapshot(engine.module)
+    d_before = _snapshot(disc_engine.module if disc_engine is not None else None)
+    batch = next(parts.train_batches)
+    metrics = train_step(cfg, parts, engine, disc_engine, batch, precision, TrainState(), torch.Generator().manual_seed(0))
+    return parts, metrics, before, d_before
+
+
+def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reid3dsl.body.render as render
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a renderer ran in an RGB-only model")
+
+    monkeypatch.setattr(render.SilhouetteRenderer, "render", forbidden)
+    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+    cfg = _config(root, str(tmp_path / "body"), "model.streams=rgb")
+    parts, metrics, before, _ = _step(cfg)
+    assert parts.network.shape is None and parts.discriminator is None and parts.prior is None
+    assert parts.objective.projection is None
+    assert not (tmp_path / "body").exists(), "the stand-in body was generated for an RGB-only model"
+    assert metrics is not None and set(metrics) == {"loss/ce_rgb", "loss/triplet_rgb", "loss/total"}
+    assert _moved(before, parts.network, "rgb.")
