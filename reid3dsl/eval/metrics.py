@@ -104,24 +104,6 @@ class GalleryDistances:
         torch.addmm(self.scale.to(q.dtype)[None, :], q, g.T, alpha=-2.0, out=out)
         return out.add_(q.square().sum(dim=1, keepdim=True)).clamp_min_(0.0).sqrt_()
 
-    def paired(self, query: torch.Tensor | np.ndarray, cols: torch.Tensor) -> torch.Tensor:
-        """Distances `(C, W)` from each query row `(C, D)` to its own gallery items `cols` `(C, W)` (indices),
-        by the same formula as `__call__`; gathered features are processed a few rows at a time."""
-        q = self._query(query)
-        out = torch.empty(cols.shape, dtype=q.dtype, device=q.device)
-        step = max(1, (1 << 24) // max(1, cols.shape[1] * q.shape[1]))
-        for a in range(0, q.shape[0], step):
-            qa, ca = q[a : a + step], cols[a : a + step]
-            g, scale = self.gallery[ca].to(q.dtype), self.scale[ca].to(q.dtype)  # (c, W, D), (c, W)
-            if self.metric == "cosine":
-                dot = torch.bmm(g, (qa / qa.norm(dim=1, keepdim=True).clamp_min(1e-12))[:, :, None])[..., 0]
-                out[a : a + step] = 1.0 - dot * scale
-            else:
-                dot = torch.bmm(g, qa[:, :, None])[..., 0]
-                sq = (scale - 2.0 * dot) + qa.square().sum(dim=1, keepdim=True)
-                out[a : a + step] = sq.clamp_min(0.0).sqrt()
-        return out
-
     def _query(self, query: torch.Tensor | np.ndarray) -> torch.Tensor:
         q = float_tensor(query, "query features")
         if q.ndim != 2 or q.shape[1] != self.gallery.shape[1]:

@@ -117,6 +117,7 @@ def _encode(
     n, k = neighbours.shape
     h = half_reciprocal.shape[1]
     rows_out, cols_out, vals_out = [], [], []
+    buf = torch.empty(min(chunk_size, n), n, dtype=x.dtype, device=x.device)
     for a in progress(range(0, n, chunk_size), desc="rerank: encode", unit="chunk"):
         own, own_ok = neighbours[a : a + chunk_size], reciprocal[a : a + chunk_size]  # (C, k)
         cand_set, cand_ok = neighbours[own, :h], half_reciprocal[own]  # (C, k, h): each candidate's set
@@ -129,7 +130,10 @@ def _encode(
         members = torch.sort(members, dim=1).values
         members[:, 1:][members[:, 1:] == members[:, :-1]] = n  # duplicates out
         ok = members < n
-        d = dist.paired(x[a : a + chunk_size], members.clamp_max(n - 1)).square_()
+        # The rows' distances again, as in pass 1 (same chunks, same values): a matrix product is far cheaper
+        # than gathering each member's features.
+        rows = x[a : a + chunk_size]
+        d = dist(rows, out=buf[: rows.shape[0]]).gather(1, members.clamp_max(n - 1)).square_()
         weight = torch.where(ok, torch.exp(-d / row_max[a : a + chunk_size, None]), 0.0)
         weight = weight / weight.sum(dim=1, keepdim=True)
         r, c = ok.nonzero(as_tuple=True)
