@@ -113,7 +113,6 @@ def measured(fn: Callable[[], Any], repeats: int) -> tuple[Any, float, int]:
 
 def run_case(case: Case, chunk_size: int) -> dict[str, Any]:
     """Time and measure one case (meant to run in its own process)."""
-    torch.set_num_threads(os.cpu_count() or 1)
     query, gallery, labels = synthetic(case)
     n = case.reference_queries
     sub_labels = {**labels, "q_pids": labels["q_pids"][:n], "q_camids": labels["q_camids"][:n]}
@@ -165,6 +164,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": model,
         "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "simd": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
