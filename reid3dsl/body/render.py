@@ -1,0 +1,146 @@
+"""Renderers on the camera of camera.py: a differentiable soft silhouette and a textured image maker.
+
+`SilhouetteRenderer` (pytorch3d MeshRasterizer + SoftSilhouetteShader; blur, opacity and faces per
+pixel from `BodyConfig`) is the training-time projection: batched, any crop size, differentiable
+w.r.t. vertices and camera, always computed in fp32 (autocast is switched off inside, since the
+soft rasteriser's distances underflow in half precision). `TexturedRenderer` (MeshRenderer +
+HardPhongShader + TexturesVertex, a point light) makes pictures without gradients: RGB, a hard
+mask and keypoints in the shard format, for the synthetic data set and for figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from reid3dsl.body.camera import normalized_focal, project_points, pytorch3d_cameras
+from reid3dsl.config import BodyConfig
+
+
+def _meshes(vertices: torch.Tensor, faces: torch.Tensor, textures=None):
+    from pytorch3d.structures import Meshes
+
+    b = vertices.shape[0]
+    return Meshes(verts=vertices, faces=faces[None].expand(b, -1, -1).to(vertices.device), textures=textures)
+
+
+def _bin_size(device: torch.device) -> int | None:
+    # The coarse-to-fine rasteriser pays off on GPUs; on CPU the naive one is as fast (shared/FACTS.md).
+    return 0 if device.type == "cpu" else None
+
+
+class SilhouetteRenderer:
+    """Soft silhouettes of meshes seen by the camera of camera.py."""
+
+    def __init__(self, cfg: BodyConfig) -> None:
+        self.focal = normalized_focal(cfg.focal_length, cfg.focal_res)
+        self.sigma = cfg.sil_sigma
+        self.gamma = cfg.sil_gamma
+        self.faces_per_pixel = cfg.faces_per_pixel
+
+    def render(self, vertices: torch.Tensor, faces: torch.Tensor, cam_t: torch.Tensor,
+               image_size: tuple[int, int]) -> torch.Tensor:
+        """Vertices (B, V, 3) in body coordinates, faces (F, 3) long, cam_t (B, 3) → silhouettes (B, H, W) in [0, 1]."""
+        from pytorch3d.renderer import BlendParams, MeshRasterizer, RasterizationSettings, SoftSilhouetteShader
+
+        with torch.autocast(device_type=vertices.device.type, enabled=False):
+            verts, t = vertices.float(), cam_t.float()
+            settings = RasterizationSettings(
+                image_size=tuple(image_size),
+                # SoftRas' choice: faces further than this contribute probability < 1e-4.
+                blur_radius=math.log(1.0 / 1e-4 - 1.0) * self.sigma,
+                faces_per_pixel=self.faces_per_pixel,
+                bin_size=_bin_size(verts.device),
+                perspective_correct=False,
+            )
+            cameras = pytorch3d_cameras(t, image_size, self.focal)
+            meshes = _meshes(verts, faces)
+            fragments = MeshRasterizer(cameras=cameras, raster_settings=settings)(meshes)
+            images = SoftSilhouetteShader(BlendParams(sigma=self.sigma, gamma=self.gamma))(fragments, meshes)
+        return images[..., 3]
+
+
+class TexturedImages(NamedTuple):
+    """rgb (B, H, W, 3) in [0, 1]; mask (B, H, W) bool; keypoints (B, K, 3) = (x, y, 1 inside the crop else 0)."""
+
+    rgb: torch.Tensor
+    mask: torch.Tensor
+    keypoints: torch.Tensor | None
+
+
+def _rgb(value: float | tuple[float, float, float] | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32, device=device)
+    return t.reshape(-1, 3).expand(batch, 3) if t.numel() in (3, 3 * batch) else t.reshape(1, 1).expand(batch, 3)
+
+
+class TexturedRenderer:
+    """Shaded pictures of per-vertex coloured meshes (no gradients), on the camera of camera.py."""
+
+    def __init__(self, cfg: BodyConfig) -> None:
+        self.focal = normalized_focal(cfg.focal_length, cfg.focal_res)
+
+    @torch.no_grad()
+    def render(
+        self,
+        vertices: torch.Tensor,
+        faces: torch.Tensor,
+        colors: torch.Tensor,
+        cam_t: torch.Tensor,
+        image_size: tuple[int, int],
+        keypoints: torch.Tensor | None = None,
+        light_location: torch.Tensor | tuple[float, float, float] = (0.0, 0.0, 0.0),
+        ambient: float | torch.Tensor = 0.45,
+        diffuse: float | torch.Tensor = 0.6,
+        specular: float | torch.Tensor = 0.05,
+        shininess: float = 20.0,
+        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    ) -> TexturedImages:
+        """Render meshes (B, V, 3) with faces (F, 3) and per-vertex colours (B, V, 3) in [0, 1].
+
+        cam_t (B, 3) places each body in the camera; `keypoints` (B, K, 3) body points to project.
+        light_location: (3,) or (B, 3) in camera coordinates (x right, y down, z forward, metres);
+        ambient / diffuse / specular: light colours, a float, (3,) or (B, 3).
+        """
+        from pytorch3d.renderer import (
+            BlendParams,
+            HardPhongShader,
+            Materials,
+            MeshRasterizer,
+            MeshRendererWithFragments,
+            PointLights,
+            RasterizationSettings,
+            TexturesVertex,
+        )
+
+        with torch.autocast(device_type=vertices.device.type, enabled=False):
+            b, dev = vertices.shape[0], vertices.device
+            verts, t = vertices.float(), cam_t.float()
+            cameras = pytorch3d_cameras(t, image_size, self.focal)
+            # Lights are placed in world (= body) coordinates: camera point p is p - cam_t there.
+            light_cam = torch.as_tensor(light_location, dtype=torch.float32, device=dev).reshape(-1, 3).expand(b, 3)
+            lights = PointLights(
+                location=light_cam - t,
+                ambient_color=_rgb(ambient, b, dev),
+                diffuse_color=_rgb(diffuse, b, dev),
+                specular_color=_rgb(specular, b, dev),
+                device=dev,
+            )
+            settings = RasterizationSettings(image_size=tuple(image_size), blur_radius=0.0, faces_per_pixel=1,
+                                             bin_size=_bin_size(dev))
+            renderer = MeshRendererWithFragments(
+                rasterizer=MeshRasterizer(cameras=cameras, raster_settings=settings),
+                shader=HardPhongShader(device=dev, cameras=cameras, lights=lights,
+                                       materials=Materials(shininess=shininess, device=dev),
+                                       blend_params=BlendParams(background_color=background)),
+            )
+            meshes = _meshes(verts, faces, TexturesVertex(verts_features=colors.float()))
+            images, fragments = renderer(meshes)
+            kp = None
+            if keypoints is not None:
+                h, w = image_size
+                xy = project_points(keypoints.float(), t, image_size, self.focal)
+                inside = (xy[..., 0] >= 0) & (xy[..., 0] < w) & (xy[..., 1] >= 0) & (xy[..., 1] < h)
+                kp = torch.cat([xy, inside[..., None].float()], dim=-1)
+        return TexturedImages(images[..., :3].clamp(0, 1), fragments.pix_to_face[..., 0] >= 0, kp)
