@@ -65,6 +65,7 @@ def cases(quick: bool, repeats: int) -> list[Case]:
     return [
         Case("market1501", 3368, 15913, 750, 6, 2793, "distances", 512, 300, repeats),
         Case("market1501", 3368, 15913, 750, 6, 2793, "features", 512, 300, repeats),
+        Case("msmt17", 11659, 82161, 3060, 15, 0, "distances", 512, 100, 1),  # a 3.7 GiB input matrix
         Case("msmt17", 11659, 82161, 3060, 15, 0, "features", 512, 100, 1),
     ]
 

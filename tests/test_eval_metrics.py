@@ -117,6 +117,19 @@ def test_evaluate_equals_the_reference_on_a_market_like_problem() -> None:
     assert_same(fast, evaluate_reference(distmat, *labels))
 
 
+def test_evaluate_equals_the_reference_when_rows_are_split_across_threads_and_cache_groups() -> None:
+    # Big enough for the threaded path (>= 1M distances per chunk) and many sort groups per thread; coarse
+    # distances make ties between good items and negatives common, so the tie resolution runs there too.
+    rng = np.random.default_rng(9)
+    num_q, num_g = 300, 4000
+    assert num_q * num_g >= metrics._MIN_PARALLEL and metrics._GROUP_BYTES // (4 * num_g) < num_q // 4
+    distmat = (rng.integers(0, 200, (num_q, num_g)) / 8.0).astype(np.float32)
+    labels = (rng.integers(0, 60, num_q), rng.integers(0, 60, num_g), rng.integers(0, 4, num_q),
+              rng.integers(0, 4, num_g), rng.integers(0, 2, num_q), rng.integers(0, 2, num_g))
+    for mode in ("standard", "cc"):
+        assert_same(evaluate(distmat, *labels, mode=mode), evaluate_reference(distmat, *labels, mode=mode))
+
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_feature_input_gives_the_distance_matrix_result(metric) -> None:
     rng = np.random.default_rng(4)

@@ -373,27 +373,37 @@ _MIN_PARALLEL = 1 << 20
 
 
 class _RowCounter:
-    """For each row of a `(C, G)` block and each value of that row in `values` `(C, P)`: how many items lie
-    below it, and whether more items equal it than the `equal` `(C, P)` ones already known.
+    """Counts, for each row of a `(C, G)` distance block and each (value, gallery index) of that row in
+    `values`, `index` `(C, P)`, the items of the row that a stable sort puts before it.
 
     On CPU: each thread copies a few rows at a time, sorts them with numpy's SIMD sort (values only, in place;
-    numpy releases the GIL) and binary-searches them while they are hot; no `(C, G)` sorted copy exists.
-    Elsewhere: torch.sort of the block on its device, then the same searches.
+    numpy releases the GIL) and binary-searches them while they are hot; ties are resolved on the same hot
+    rows. No `(C, G)` sorted copy exists. Elsewhere: torch.sort of the block on its device, then the same.
     """
 
     def __init__(self, pool: ThreadPoolExecutor, threads: int) -> None:
         self.pool, self.threads = pool, threads
 
     def __call__(
-        self, block: torch.Tensor, values: torch.Tensor, equal: torch.Tensor, start: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns below `(C, P)` int64 and more_equal `(C, P)` bool; `start` is the first row's query index."""
+        self,
+        block: torch.Tensor,
+        values: torch.Tensor,
+        index: torch.Tensor,
+        equal: torch.Tensor,
+        want: torch.Tensor,
+        start: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """block `(C, G)`; values, index, equal (items known to equal each value, at least 1), want `(C, P)`;
+        `start`: the first row's query index. Returns, all `(C, P)`: below (items with a smaller value),
+        tied (want, and more items equal the value than `equal`), tied_before (where tied: items equal to the
+        value with a smaller gallery index; 0 elsewhere)."""
         if block.device.type != "cpu":
-            return _count(torch.sort(block, dim=1).values, values, equal, start)
+            return _count(torch.sort(block, dim=1).values, block, values, index, equal, want, start)
         rows, cols = block.shape
         src = block.numpy()
         below = torch.empty(values.shape, dtype=torch.int64)
-        more_equal = torch.empty(values.shape, dtype=torch.bool)
+        tied = torch.empty(values.shape, dtype=torch.bool)
+        tied_before = torch.empty(values.shape, dtype=torch.int64)
         group = max(2, _GROUP_BYTES // max(1, cols * src.itemsize))
         share = rows if block.numel() < _MIN_PARALLEL else -(-rows // self.threads)
 
@@ -404,26 +414,43 @@ class _RowCounter:
                 hot = buf[: b - a]
                 hot[...] = src[a:b]
                 hot.sort(axis=1)
-                below[a:b], more_equal[a:b] = _count(torch.from_numpy(hot), values[a:b], equal[a:b], start + a)
+                below[a:b], tied[a:b], tied_before[a:b] = _count(
+                    torch.from_numpy(hot), block[a:b], values[a:b], index[a:b], equal[a:b], want[a:b], start + a
+                )
 
         list(self.pool.map(work, range(0, rows, share)))
-        return below, more_equal
+        return below, tied, tied_before
 
 
 def _count(
-    sorted_rows: torch.Tensor, values: torch.Tensor, equal: torch.Tensor, start: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows `(c, G)` sorted ascending; values, equal `(c, P)`. Returns (items below each value, whether more
-    than `equal` items equal it) — the second by one look past the known equal ones, not a second search."""
+    sorted_rows: torch.Tensor,
+    rows: torch.Tensor,
+    values: torch.Tensor,
+    index: torch.Tensor,
+    equal: torch.Tensor,
+    want: torch.Tensor,
+    start: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_RowCounter` on rows `(c, G)` and the same rows sorted ascending. Whether more than `equal` items equal
+    a value takes one look past the known equal ones, not a second search; only such ties scan the row."""
     last = sorted_rows[:, -1]
     if bool(torch.isnan(last).any()):  # NaN sorts last
         row = start + int(torch.isnan(last).nonzero()[0])
         raise UserError(f"distances: expected no NaN, found one in query row {row}")
+    width = sorted_rows.shape[1]
     below = torch.searchsorted(sorted_rows, values, side="left")
     after = below + equal
-    inside = after < sorted_rows.shape[1]
-    more_equal = inside & (sorted_rows.gather(1, after.clamp_max(sorted_rows.shape[1] - 1)) == values)
-    return below, more_equal
+    tied = want & (after < width) & (sorted_rows.gather(1, after.clamp_max(width - 1)) == values)
+    tied_before = torch.zeros_like(below)
+    if bool(tied.any()):
+        r, c = tied.nonzero(as_tuple=True)
+        col = torch.arange(width, device=rows.device)
+        piece = max(1, rows.shape[0])  # ties scanned this many at a time: memory within the rows' own size
+        for a in range(0, r.numel(), piece):
+            rr, cc = r[a : a + piece], c[a : a + piece]
+            hits = (rows[rr] == values[rr, cc, None]) & (col[None, :] < index[rr, cc, None])
+            tied_before[rr, cc] = hits.sum(dim=1)
+    return below, tied, tied_before
 
 
 def _good_ranks(
@@ -444,44 +471,19 @@ def _good_ranks(
     good_d = dist.gather(1, order).contiguous()
     good_i = idx.gather(1, order)
     n_good = good.sum(dim=1)
+    in_row = torch.arange(good_d.shape[1], device=good_d.device)[None, :] < n_good[:, None]
 
     # The query's own-pid items (good and junk) below / at each good distance: they are not negatives.
     same_sorted = torch.sort(torch.where(real, dist, inf), dim=1).values
     same_below = torch.searchsorted(same_sorted, good_d, side="left")
     same_equal = torch.searchsorted(same_sorted, good_d, side="right") - same_below
     same_equal -= (~real).sum(dim=1, keepdim=True) * (good_d == inf)  # padding is +inf
-    # Items of any kind below each good distance, and whether a negative ties with it.
-    below, neg_tied = counter(block, good_d, same_equal, start)
+    # Items of any kind before each good item; where a negative ties with it, also the tied ones before it.
+    below, tied, tied_before = counter(block, good_d, good_i, same_equal, in_row, start)
     neg_before = below - same_below
-
-    in_row = torch.arange(good_d.shape[1], device=good_d.device)[None, :] < n_good[:, None]
-    tied = in_row & neg_tied
     if bool(tied.any()):
-        rows, cols = tied.nonzero(as_tuple=True)
-        value, index = good_d[rows, cols], good_i[rows, cols]
-        neg_before[rows, cols] += _tied_negatives_before(block, dist, idx, real, rows, value, index)
+        r, c = tied.nonzero(as_tuple=True)
+        same_tied_before = ((dist[r] == good_d[r, c, None]) & real[r] & (idx[r] < good_i[r, c, None])).sum(dim=1)
+        neg_before[r, c] += tied_before[r, c] - same_tied_before
     ranks = neg_before + torch.arange(1, good_d.shape[1] + 1, device=good_d.device)[None, :]
     return ranks, n_good
-
-
-def _tied_negatives_before(
-    block: torch.Tensor,
-    dist: torch.Tensor,
-    idx: torch.Tensor,
-    real: torch.Tensor,
-    rows: torch.Tensor,
-    value: torch.Tensor,
-    index: torch.Tensor,
-) -> torch.Tensor:
-    """For good items (row, distance `value`, gallery `index`) `(F,)` that tie with negatives: the number of
-    negatives at exactly that distance with a smaller gallery index (a stable sort puts them first).
-    Processed in pieces of `block.shape[0]` rows so memory stays within one block's size."""
-    out = torch.empty_like(rows)
-    piece = max(block.shape[0], 1)
-    col = torch.arange(block.shape[1], device=block.device)
-    for a in range(0, rows.numel(), piece):
-        r, v, i = rows[a : a + piece], value[a : a + piece, None], index[a : a + piece, None]
-        all_before = ((block[r] == v) & (col[None, :] < i)).sum(dim=1)
-        same_before = ((dist[r] == v) & real[r] & (idx[r] < i)).sum(dim=1)
-        out[a : a + piece] = all_before - same_before
-    return out

@@ -4,8 +4,9 @@ The usual implementation builds the (Q+G) x (Q+G) distance matrix, argsorts it w
 image in Python. Here the same quantities come from chunks of rows: pass 1 keeps only each image's k1+1
 nearest neighbours and its largest distance (the row normaliser); the k-reciprocal sets and their expansion
 are tensor ops on those neighbour lists; pass 2 recomputes each row block to read the weights of the
-encoding V, a sparse matrix; query expansion is a sparse product; the Jaccard distance sums min(V_q, V_g) over shared non-zeros through an inverted index. Memory is
-O(chunk x (Q+G)) plus the sparse V, and the only dense output is the (Q, G) result.
+encoding V, a sparse matrix; query expansion is a sparse product; the Jaccard distance sums min(V_q, V_g)
+over shared non-zeros through an inverted index. Memory is O(chunk x (Q+G)) plus the sparse V, and the only
+dense output is the (Q, G) result.
 Distances follow the original: the metric's distance squared, each row divided by its maximum.
 """
 
