@@ -1,9 +1,11 @@
 """Benchmark of `reid3dsl.eval.metrics.evaluate` against the per-query numpy reference, at the sizes of
-Market-1501 (3368 x 15913) and MSMT17 (11659 x 82161), on synthetic identity-clustered features.
+Market-1501 (3368 x 15913) and MSMT17 (11659 x 82161), on synthetic identity-clustered 512-d features.
+Input "distances": the float32 distance matrix, given whole (3.7 GiB at MSMT size); "features": query and
+gallery features (cosine), distances computed chunk by chunk inside evaluate.
 
 Each case runs in a fresh process. evaluate is timed on the whole problem (best of --repeats); the
 reference (`reid3dsl.eval.reference.evaluate_reference`, one stable argsort per query) is timed on the
-first --reference-queries queries and scaled to all of them; for feature input it also computes its
+first 300 (Market) / 100 (MSMT) queries and scaled to all; with feature input it also computes its
 distance rows, so both sides do the same work. The same subset, run through evaluate, must give the
 reference's numbers (max |diff| column). Peak memory is the growth of the process's peak resident set
 (Linux VmHWM, reset through /proc/self/clear_refs) over the resident set just before the call: it counts
