@@ -26,7 +26,7 @@ from reid3dsl.log import progress
 
 log = logging.getLogger(__name__)
 TILE_SCALE = 2
-CAPTION_H = 14
+CAPTION_H = 16
 LEFT_COLOR = (255, 140, 0)  # RGB: subject's left side orange, right side cyan, centre yellow
 RIGHT_COLOR = (0, 200, 255)
 MID_COLOR = (255, 255, 0)
@@ -50,15 +50,13 @@ def _side_color(i: int) -> tuple[int, int, int]:
 
 
 def draw_sample(sample: Sample, scale: int = TILE_SCALE) -> np.ndarray:
-    """A crop with its mask outline and keypoint skeleton drawn over it, plus a caption strip:
+    """A crop with its mask outline and keypoint skeleton drawn over it, plus a caption strip (split initial,
+    pid, camera, clothes):
     (H*scale + CAPTION_H, W*scale, 3) uint8 RGB."""
     h, w = sample.image.shape[:2]
     tile = cv2.resize(sample.image, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST).copy()
     if sample.mask is not None:
         mask = cv2.resize(sample.mask, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-        tinted = tile.astype(np.float32)
-        tinted[mask > 0] = 0.8 * tinted[mask > 0] + 0.2 * np.array(MASK_COLOR, np.float32)
-        tile = tinted.astype(np.uint8)
         contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(tile, contours, -1, MASK_COLOR, 1)
     kp = sample.keypoints
@@ -71,8 +69,8 @@ def draw_sample(sample: Sample, scale: int = TILE_SCALE) -> np.ndarray:
             cv2.circle(tile, p, 2, _side_color(i), -1, cv2.LINE_AA)
     caption = np.full((CAPTION_H, tile.shape[1], 3), 255, np.uint8)
     m = sample.meta
-    text = f"{m.split[0]} {m.pid} c{m.camid} {m.clothes or '-'}"
-    cv2.putText(caption, text, (2, CAPTION_H - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    text = f"{m.split[0]}:{m.pid} c{m.camid} {m.clothes or '-'}"
+    cv2.putText(caption, text, (2, CAPTION_H - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([tile, caption], axis=0)
 
 

@@ -43,6 +43,15 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> tuple[str, di
     return name, settings
 
 
+@pytest.fixture(scope="session")
+def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A stand-in body generated once per test session (about a minute on 2 cores): use it as
+    `body.standin_dir` instead of generating one per test."""
+    from reid3dsl.body.standin import ensure_standin
+
+    return str(ensure_standin(tmp_path_factory.mktemp("standin"), "low", 0))
+
+
 @pytest.fixture
 def toy_shards() -> Callable[..., str]:
     """Write a small data set straight through `DatasetWriter` (random crops with a person-sized box as

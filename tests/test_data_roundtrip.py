@@ -87,6 +87,18 @@ def test_writer_round_trip_is_exact_and_leaves_no_temp_files(tmp_path: Path, toy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
 
 
+def test_a_writer_that_loses_a_race_keeps_the_winners_data_set(tmp_path: Path, toy_shards: Callable[..., str]) -> None:
+    from reid3dsl.data.writer import DatasetWriter
+
+    root = toy_shards(tmp_path / "toy", ids=2, per_id=2)
+    late = DatasetWriter(root, "toy", DataConfig(), replace=False)
+    late.write(next(iter(read_all(root, DataConfig()).values())))
+    with pytest.raises(FileExistsError):
+        late.close()
+    assert len(read_all(root, DataConfig())) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+
+
 def test_writing_a_bad_field_names_the_sample_and_the_field() -> None:
     meta = SampleMeta(3, -1, None, "toy", "train", "a.jpg")
     sample = Sample("a", np.zeros((8, 4, 3), np.uint8), np.zeros((17, 3), np.float32), meta)

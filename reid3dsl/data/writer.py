@@ -124,6 +124,15 @@ class DatasetWriter:
         self.with_masks += MASK_EXT in record
         self.with_keypoints += bool((sample.keypoints[:, 2] > 0).any())
 
+    def add_file(self, name: str, data: bytes) -> None:
+        """An extra file beside index.json (e.g. the recipe a data set was made from), committed with it."""
+        if "/" in name or name == INDEX_NAME or name.endswith(".tar"):
+            raise ValueError(f"extra file name {name!r}: expected a plain name that is not a shard or the index")
+        if is_s3(self.root):
+            put_bytes(self.cfg, data, join_url(self.root, name))
+        else:
+            (self._tmp / name).write_bytes(data)
+
     def skip(self, source: str, reason: str) -> None:
         """Record a source image that could not be turned into a sample (logged, counted in index.json)."""
         log.warning("skipped %s: %s", source, reason)
