@@ -79,3 +79,37 @@ def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
     assert not (tmp_path / "body").exists(), "the stand-in body was generated for an RGB-only model"
     assert metrics is not None and set(metrics) == {"loss/ce_rgb", "loss/triplet_rgb", "loss/total"}
     assert _moved(before, parts.network, "rgb.")
+
+
+def test_one_iteration_moves_both_streams_and_the_discriminator(
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path
+) -> None:
+    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+    cfg = _config(root, str(tmp_path / "body"))
+    parts = build_components(cfg, CPU, 0, 1, None)
+    precision = resolve_precision("fp32", CPU)
+    engine, disc_engine = init_engines(cfg, parts, precision, 1)
+    assert disc_engine is not None
+    before, d_before = _snapshot(engine.module), _snapshot(disc_engine.module)
+    fixed_real = parts.prior.sample(8, torch.Generator().manual_seed(1))
+    fixed_fake = parts.prior.sample(8, torch.Generator().manual_seed(2))
+    fixed_fake = (fixed_fake[0].transpose(-1, -2), fixed_fake[1] * 3)  # far from the prior
+
+    def d_loss() -> float:
+        with torch.no_grad():
+            return float(parts.objective.discriminator_loss(disc_engine.module, fixed_real, fixed_fake))
+
+    d_start = d_loss()
+    metrics = train_step(cfg, parts, engine, disc_engine, next(parts.train_batches), precision, TrainState(),
+                         torch.Generator().manual_seed(0))
+    assert metrics is not None
+    expected = {"ce_rgb", "triplet_rgb", "ce_shape", "triplet_shape", "keypoint", "silhouette", "displacement",
+                "adversarial", "total", "discriminator"}
+    assert {k.removeprefix("loss/") for k in metrics} == expected
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert _moved(before, parts.network, "rgb.")
+    assert _moved(before, parts.network, "shape.trunk.")
+    assert _moved(before, parts.network, "shape.pose.")
+    assert _moved(before, parts.network, "shape.shape.")
+    assert any(not torch.equal(d_before[k], v) for k, v in disc_engine.module.named_parameters())
+    assert d_loss() != d_start
