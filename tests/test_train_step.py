@@ -58,7 +58,8 @@ def _step(cfg: Config) -> tuple[Components, dict[str, float] | None, dict, dict]
     before = _snapshot(engine.module)
     d_before = _snapshot(disc_engine.module if disc_engine is not None else None)
     batch = next(parts.train_batches)
-    metrics = train_step(cfg, parts, engine, disc_engine, batch, precision, TrainState(), torch.Generator().manual_seed(0))
+    metrics = train_step(cfg, parts, engine, disc_engine, batch, precision, TrainState(),
+                         torch.Generator().manual_seed(0))
     return parts, metrics, before, d_before
 
 
@@ -82,10 +83,10 @@ def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
 
 
 def test_one_iteration_moves_both_streams_and_the_discriminator(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
 ) -> None:
     root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
-    cfg = _config(root, str(tmp_path / "body"))
+    cfg = _config(root, standin_dir)
     parts = build_components(cfg, CPU, 0, 1, None)
     precision = resolve_precision("fp32", CPU)
     engine, disc_engine = init_engines(cfg, parts, precision, 1)
