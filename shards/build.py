@@ -52,18 +52,14 @@ class _Worker:
     detector: Any = None
 
     @classmethod
-    def setup(cls, opts: BuildOptions, keypoints: dict[str, np.ndarray], threads: int | None) -> None:
+    def setup(cls, opts: BuildOptions, keypoints: dict[str, np.ndarray], detector: Any, threads: int | None) -> None:
         cls.opts = opts
         cls.keypoints = keypoints
-        if opts.keypoints == "detect":
+        cls.detector = detector  # forked workers share the parent's copy
+        if threads is not None and detector is not None:
             import torch
 
-            if threads is not None:
-                torch.set_num_threads(threads)
-            from shards.keypoints import KeypointDetector
-
-            assert opts.detector_weights is not None
-            cls.detector = KeypointDetector(opts.detector_weights)
+            torch.set_num_threads(threads)
 
     @classmethod
     def make(cls, src: SourceImage) -> Sample | tuple[str, str]:
@@ -109,6 +105,7 @@ def build(opts: BuildOptions, cfg: DataConfig) -> str:
     _check(opts)
     images = scan(opts.dataset, opts.root)
     keypoints: dict[str, np.ndarray] = {}
+    detector = None
     if opts.keypoints not in (None, "detect"):
         from shards.keypoints import load_keypoints
 
@@ -116,7 +113,7 @@ def build(opts: BuildOptions, cfg: DataConfig) -> str:
     elif opts.keypoints == "detect":
         from shards.keypoints import KeypointDetector
 
-        KeypointDetector(opts.detector_weights)  # type: ignore[arg-type]  # fail fast, before forking workers
+        detector = KeypointDetector(opts.detector_weights)  # type: ignore[arg-type]
     name = opts.name or opts.dataset
     root = join_url(opts.out, name)
     if not is_s3(opts.out):
@@ -124,12 +121,12 @@ def build(opts: BuildOptions, cfg: DataConfig) -> str:
     log.info("building %s from %s: %d images → %s", name, opts.root, len(images), root)
     with DatasetWriter(root, name, cfg, shard_size=opts.shard_size) as writer:
         if opts.workers == 1:
-            _Worker.setup(opts, keypoints, None)
+            _Worker.setup(opts, keypoints, detector, None)
             results = map(_Worker.make, images)
             _write_all(writer, progress(results, f"build {name}", total=len(images), unit="img"))
         else:
             ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(opts.workers, initializer=_Worker.setup, initargs=(opts, keypoints, 1)) as pool:
+            with ctx.Pool(opts.workers, initializer=_Worker.setup, initargs=(opts, keypoints, detector, 1)) as pool:
                 results = pool.imap(_Worker.make, images, chunksize=CHUNK)
                 _write_all(writer, progress(results, f"build {name}", total=len(images), unit="img"))
     return root

@@ -26,7 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -425,28 +427,81 @@ class ShotRenderer:
         return samples
 
 
+class _Worker:
+    """Per-process renderer for `synthesize` (pytorch3d's CPU rasteriser runs on one core: processes scale)."""
+
+    renderer: ShotRenderer
+    seed: int
+
+    @classmethod
+    def setup(cls, plan: Plan, body_cfg: BodyConfig, seed: int, threads: int | None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        cls.renderer = ShotRenderer(plan, body_cfg)
+        cls.seed = seed
+
+    @classmethod
+    def render(cls, job: tuple[int, list[Shot]]) -> list[Sample]:
+        """Batch number b → its samples; the randomness of batch b depends on (seed, b) only, so the set is
+        the same whatever the number of processes."""
+        b, shots = job
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([cls.seed, 2, b]).generate_state(1)[0]))
+        rng = np.random.default_rng([cls.seed, 1, b])
+        return cls.renderer.render(shots, cls.renderer.sample_poses(len(shots), generator), rng)
+
+
+def _processes() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def synthesize(
-    out_dir: str | Path, identities: int, outfits: int, images_per_outfit: int, seed: int, body_cfg: BodyConfig
+    out_dir: str | Path,
+    identities: int,
+    outfits: int,
+    images_per_outfit: int,
+    seed: int,
+    body_cfg: BodyConfig,
+    processes: int | None = None,
 ) -> Path:
     """Render the cloth-changing set into `out_dir` (the data set folder: index.json and shards go there);
-    returns `out_dir`. Returns at once when `out_dir` already holds this recipe's complete set."""
+    returns `out_dir`. Returns at once when `out_dir` already holds this recipe's complete set. Renders in
+    `processes` processes (default: one per available core); the images do not depend on that number."""
     out = Path(out_dir)
     recipe = _recipe(identities, outfits, images_per_outfit, seed, body_cfg)
     if _complete(out, recipe):
         log.info("synth: %s is complete, nothing to do", out)
         return out
     plan = design(identities, outfits, images_per_outfit, seed, body_cfg.num_betas)
-    renderer = ShotRenderer(plan, body_cfg)
-    generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])
+    jobs = list(enumerate(_batches(list(plan.shots), RENDER_BATCH)))
+    processes = min(processes or _processes(), len(jobs))
+    log.info("synth: rendering %d images in %d process(es) into %s", len(plan.shots), processes, out)
     try:
         with DatasetWriter(str(out), DATASET, DataConfig(), shard_size=SHARD_SIZE, replace=out.exists()) as writer:
-            for batch in progress(list(_batches(list(plan.shots), RENDER_BATCH)), "synth", unit="batch"):
-                for sample in renderer.render(batch, renderer.sample_poses(len(batch), generator), rng):
-                    writer.write(sample)
+            if processes == 1:
+                _Worker.setup(plan, body_cfg, seed, None)
+                results = map(_Worker.render, jobs)
+                _write(writer, progress(results, "synth", total=len(jobs), unit="batch"))
+            else:
+                _prepare_body(body_cfg)
+                ctx = multiprocessing.get_context("fork")
+                with ctx.Pool(processes, initializer=_Worker.setup, initargs=(plan, body_cfg, seed, 1)) as pool:
+                    _write(writer, progress(pool.imap(_Worker.render, jobs), "synth", total=len(jobs), unit="batch"))
             writer.add_file(RECIPE_NAME, json.dumps(recipe, indent=1, sort_keys=True).encode())
     except FileExistsError:
         if _complete(out, recipe):  # another process finished the same set first
             return out
         raise UserError(f"synth: '{out}' was written by another process with another recipe meanwhile") from None
     return out
+
+
+def _prepare_body(body_cfg: BodyConfig) -> None:
+    """Load the body model once before forking, so a missing stand-in is generated once, not per process."""
+    from reid3dsl.body.smpld import load_body_model
+
+    load_body_model(body_cfg)
+
+
+def _write(writer: DatasetWriter, batches: Iterable[list[Sample]]) -> None:
+    for samples in batches:
+        for sample in samples:
+            writer.write(sample)
