@@ -1,9 +1,9 @@
 """`shards build`: a data set folder → shards + index.json, in parallel over worker processes.
 
 The adapter lists the images with their labels; each worker reads an image, attaches keypoints (imported,
-detected, or all missing) and a mask (GrabCut, a mask folder, or none) and returns the encoded-ready
-sample; the main process writes them in the adapter's order (so a build is reproducible) through
-`DatasetWriter`. An image that cannot be read is skipped, logged and counted in index.json.
+detected, or all missing) and a mask (GrabCut, a mask folder, or none) and returns the sample; the main
+process writes them through `DatasetWriter` in a fixed random order (identities mixed across shards, the
+same order every build). An image that cannot be read is skipped, logged and counted in index.json.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from shards.masks import grabcut_mask, mask_from_folder
 
 log = logging.getLogger(__name__)
 CHUNK = 16
+SHUFFLE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ def _check(opts: BuildOptions) -> None:
 def build(opts: BuildOptions, cfg: DataConfig) -> str:
     """Build the shards of one data set; returns the data set root (`<out>/<name>`, local or s3://)."""
     _check(opts)
-    images = scan(opts.dataset, opts.root)
+    found = scan(opts.dataset, opts.root)
+    # Data set folders are sorted by identity; shards must mix identities (a reader holding a few shards
+    # still sees many identities for P x K batches), so images are written in a fixed random order.
+    images = [found[i] for i in np.random.default_rng(SHUFFLE_SEED).permutation(len(found))]
     keypoints: dict[str, np.ndarray] = {}
     detector = None
     if opts.keypoints not in (None, "detect"):

@@ -472,7 +472,10 @@ def synthesize(
         log.info("synth: %s is complete, nothing to do", out)
         return out
     plan = design(identities, outfits, images_per_outfit, seed, body_cfg.num_betas)
-    jobs = list(enumerate(_batches(list(plan.shots), RENDER_BATCH)))
+    # Shards must mix identities (a reader holding a few shards still sees many identities for P x K
+    # batches): shots are written in a seeded random order.
+    order = [plan.shots[i] for i in np.random.default_rng([seed, 3]).permutation(len(plan.shots))]
+    jobs = list(enumerate(_batches(order, RENDER_BATCH)))
     processes = min(processes or _processes(), len(jobs))
     log.info("synth: rendering %d images in %d process(es) into %s", len(plan.shots), processes, out)
     try:

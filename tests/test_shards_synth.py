@@ -3,7 +3,6 @@ with the images, the splits support the standard, SC and CC protocols, and synth
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -76,8 +75,9 @@ def test_masks_and_keypoints_agree_with_the_images(tiny_set: Path) -> None:
         xs = np.clip(np.round(kp[:, 0]).astype(int), 0, 63)
         ys = np.clip(np.round(kp[:, 1]).astype(int), 0, 127)
         assert near[ys, xs].all(), s.key
-    assert min(ratios) > 2.0  # the outline sits on the person's edges in every image...
-    assert np.mean(ratios) > 2 * np.mean(shifted)  # ...and a mask shifted by 4 pixels would not
+    # The outline sits on the person's edges in every image, better than the same mask shifted by 4 pixels.
+    assert min(ratios) > 1.5 and all(r > s for r, s in zip(ratios, shifted, strict=True))
+    assert np.mean(ratios) > 2 * np.mean(shifted)
 
 
 def test_an_identity_keeps_its_shape_across_outfits_and_shares_clothes_with_another(standin_dir: str) -> None:
@@ -103,12 +103,16 @@ def test_an_identity_keeps_its_shape_across_outfits_and_shares_clothes_with_anot
     assert inter / union < 0.9  # another identity: another silhouette in the same pose
 
 
-def test_synthesis_is_idempotent_and_reproducible(tiny_set: Path, standin_dir: str, tmp_path: Path) -> None:
+def test_synthesis_is_idempotent_and_reproducible(
+    tiny_set: Path, standin_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shards.synth
+
     stamp = (tiny_set / INDEX_NAME).stat().st_mtime_ns
-    start = time.perf_counter()
-    again = synthesize(tiny_set, 4, 2, 4, 3, BodyConfig(standin_dir=standin_dir))
-    assert again == tiny_set and (tiny_set / INDEX_NAME).stat().st_mtime_ns == stamp
-    assert time.perf_counter() - start < 1.0  # the complete set is recognised, nothing is rendered
+    with monkeypatch.context() as m:  # the complete set is recognised: nothing is rendered or rewritten
+        m.setattr(shards.synth, "ShotRenderer", None)
+        assert synthesize(tiny_set, 4, 2, 4, 3, BodyConfig(standin_dir=standin_dir)) == tiny_set
+    assert (tiny_set / INDEX_NAME).stat().st_mtime_ns == stamp
     # The CLI rendered in one process per core; one process gives the same images.
     copy = synthesize(tmp_path / "copy", 4, 2, 4, 3, BodyConfig(standin_dir=standin_dir), processes=1)
     first = {s.key: s for s in read(tiny_set)}

@@ -169,7 +169,12 @@ def _loader(dataset: IterableDataset, workers: int) -> Iterator[dict[str, Any]]:
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
     )
-    return iter(loader)
+    try:
+        yield from loader
+    except UserError as err:
+        # A loader worker's UserError comes back with the worker's traceback folded into its message:
+        # keep the one line the user needs.
+        raise UserError(str(err).rsplit("UserError: ", 1)[-1]) from None
 
 
 def training_shards(cfg: Config, index: DatasetIndex) -> list[ShardInfo]:
