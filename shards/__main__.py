@@ -26,7 +26,13 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="shards from a ReID data set folder")
     b.add_argument("--dataset", required=True, choices=sorted(ADAPTERS))
-    b.add_argument("--root", required=True, type=Path, help="the data set's own folder (see DESIGN.md)")
+    b.add_argument(
+        "--root",
+        required=True,
+        type=Path,
+        help="the data set's own folder (see DESIGN.md); for list: a folder holding train.txt, query.txt, "
+        "gallery.txt with lines 'relative/path pid camid [clothes]'",
+    )
     b.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; writes <out>/<name>/")
     b.add_argument("--name", default=None, help="data set name in the output (default: --dataset)")
     b.add_argument("--masks", default="grabcut", help="grabcut (default), none, or a folder of mask files")

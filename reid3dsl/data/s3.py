@@ -172,8 +172,16 @@ def open_s3(url: str, cfg: DataConfig) -> BinaryIO:
     client = s3_client(cfg)
 
     def fetch(offset: int) -> Any:
-        extra = {"Range": f"bytes={offset}-"} if offset else {}
-        return client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+        from botocore.exceptions import ClientError
+
+        if not offset:
+            return client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-")["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # broke exactly at the end
+                return io.BytesIO(b"")
+            raise
 
     raw = RetryingReader(fetch, cfg.read_retries, lambda attempt: backoff_s(cfg, attempt), url)
     return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
