@@ -72,7 +72,7 @@ class Evaluator:
                     tracking.log_artifact(self.cfg, self.run_id, path, "pictures")
 
     def _overlay_png(self, module: nn.Module, precision: Precision, out: Path) -> Path:
-        from reid3dsl.body.show import overlay_grid
+        from reid3dsl.body.draw import overlay_grid
         from reid3dsl.data.pipeline import eval_batches
         from reid3dsl.data.transforms import denormalize
 
