@@ -1,7 +1,9 @@
-"""A contact sheet of the body model: several builds in several poses, each as a shaded picture and as the
-soft silhouette the training loss sees, with the projected COCO-17 keypoints drawn over both.
+"""Pictures of the body: a contact sheet of the body model and an overlay of predictions on data.
 
-`python -m reid3dsl.body.show --out body.png [--config configs/demo.yaml] [--set body.key=value]`
+`python -m reid3dsl.body.show --out body.png [--config configs/demo.yaml] [--set body.key=value]` draws
+several builds in several poses, each as a shaded picture and as the soft silhouette the training loss
+sees, with the projected COCO-17 keypoints over both. `overlay_grid` draws a batch of crops with the
+3D stream's projected keypoints and rendered silhouettes over the detected keypoints and masks.
 """
 
 from __future__ import annotations
@@ -57,10 +59,68 @@ def _pose(phase: float | None, heading_deg: float) -> torch.Tensor:
     return rot
 
 
-def _draw_keypoints(ax, kp: np.ndarray) -> None:
+def _draw_keypoints(ax, kp: np.ndarray, line: str = "yellow", dot: str = "red") -> None:
+    """Skeleton of keypoints (17, 2) in pixels; (17, 3) with a confidence draws only the confident ones."""
+    shown = kp[:, 2] > 0 if kp.shape[1] > 2 else np.ones(len(kp), bool)
     for a, b in COCO17_SKELETON:
-        ax.plot(kp[[a, b], 0], kp[[a, b], 1], color="yellow", linewidth=1.0)
-    ax.scatter(kp[:, 0], kp[:, 1], s=6, c="red", zorder=3)
+        if shown[a] and shown[b]:
+            ax.plot(kp[[a, b], 0], kp[[a, b], 1], color=line, linewidth=1.0)
+    ax.scatter(kp[shown, 0], kp[shown, 1], s=6, c=dot, zorder=3)
+
+
+def _frame(ax, height: int, width: int) -> None:
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise UserError(f"picture '{out}': cannot write it ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    return out
+
+
+def overlay_grid(images: torch.Tensor, silhouettes: torch.Tensor | None, keypoints: torch.Tensor,
+                 target_keypoints: torch.Tensor, masks: torch.Tensor, out: Path) -> Path:
+    """A PNG with one column per sample: the crop with its target keypoints (green) and the projected ones
+    (red), and below it the target mask (grey) with the rendered silhouette (red) over it.
+
+    images (B, 3, H, W) in [0, 1]; silhouettes (B, h, w) in [0, 1] or None; keypoints (B, 17, 2) and
+    target_keypoints (B, 17, 3) in pixels of the images; masks (B, h', w') in [0, 1] (any size: all are
+    stretched over the crop)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b, _, h, w = images.shape
+    fig, axes = plt.subplots(2, b, figsize=(1.3 * b, 5.0), squeeze=False)
+    extent = (0, w, h, 0)
+    for i in range(b):
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(images[i].permute(1, 2, 0).detach().cpu().float().numpy(), extent=extent)
+        _draw_keypoints(top, target_keypoints[i].detach().cpu().float().numpy(), line="lime", dot="green")
+        _draw_keypoints(top, keypoints[i].detach().cpu().float().numpy(), line="red", dot="red")
+        bottom.imshow(masks[i].detach().cpu().float().numpy(), cmap="gray", vmin=0, vmax=1, extent=extent)
+        if silhouettes is not None:
+            sil = silhouettes[i].detach().cpu().float().numpy()
+            rgba = np.zeros((*sil.shape, 4))
+            rgba[..., 0], rgba[..., 3] = 1.0, 0.6 * sil
+            bottom.imshow(rgba, extent=extent)
+        for ax in (top, bottom):
+            _frame(ax, h, w)
+    fig.suptitle("keypoints: detected (green) vs projected (red); mask (grey) vs rendered silhouette (red)",
+                 fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
 
 
 def contact_sheet(cfg, out: Path, size: tuple[int, int] = (256, 128)) -> Path:
@@ -98,11 +158,8 @@ def contact_sheet(cfg, out: Path, size: tuple[int, int] = (256, 128)) -> Path:
             _draw_keypoints(ax_rgb, img.keypoints[0, :, :2].numpy())
             ax_sil.imshow(sil[0].detach().numpy(), cmap="gray", vmin=0, vmax=1, extent=(0, sil_size[1], sil_size[0], 0))
             _draw_keypoints(ax_sil, kp_sil[0].detach().numpy())
-            for ax, (h, w) in ((ax_rgb, size), (ax_sil, sil_size)):
-                ax.set_xlim(0, w)
-                ax.set_ylim(h, 0)
-                ax.set_xticks([])
-                ax.set_yticks([])
+            _frame(ax_rgb, *size)
+            _frame(ax_sil, *sil_size)
             if row == 0:
                 ax_rgb.set_title(pose_name, fontsize=7)
                 ax_sil.set_title(f"silhouette {sil_size[0]}x{sil_size[1]}", fontsize=7)
@@ -111,14 +168,7 @@ def contact_sheet(cfg, out: Path, size: tuple[int, int] = (256, 128)) -> Path:
     fig.suptitle("Body model: builds (rows) x poses (columns), shaded and as soft silhouettes, COCO-17 keypoints",
                  fontsize=9)
     fig.tight_layout()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-    except OSError as exc:
-        raise UserError(f"--out '{out}': cannot write the picture ({exc.strerror})") from None
-    finally:
-        plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 @cli_main
