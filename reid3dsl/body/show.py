@@ -1,9 +1,7 @@
-"""Pictures of the body: a contact sheet of the body model and an overlay of predictions on data.
+"""A contact sheet of the body model: several builds in several poses, each as a shaded picture and as the
+soft silhouette the training loss sees, with the projected COCO-17 keypoints drawn over both.
 
-`python -m reid3dsl.body.show --out body.png [--config configs/demo.yaml] [--set body.key=value]` draws
-several builds in several poses, each as a shaded picture and as the soft silhouette the training loss
-sees, with the projected COCO-17 keypoints over both. `overlay_grid` draws a batch of crops with the
-3D stream's projected keypoints and rendered silhouettes over the detected keypoints and masks.
+`python -m reid3dsl.body.show --out body.png [--config configs/demo.yaml] [--set body.key=value]`
 """
 
 from __future__ import annotations
@@ -86,41 +84,6 @@ def _save(fig, out: Path) -> Path:
     finally:
         plt.close(fig)
     return out
-
-
-def overlay_grid(images: torch.Tensor, silhouettes: torch.Tensor | None, keypoints: torch.Tensor,
-                 target_keypoints: torch.Tensor, masks: torch.Tensor, out: Path) -> Path:
-    """A PNG with one column per sample: the crop with its target keypoints (green) and the projected ones
-    (red), and below it the target mask (grey) with the rendered silhouette (red) over it.
-
-    images (B, 3, H, W) in [0, 1]; silhouettes (B, h, w) in [0, 1] or None; keypoints (B, 17, 2) and
-    target_keypoints (B, 17, 3) in pixels of the images; masks (B, h', w') in [0, 1] (any size: all are
-    stretched over the crop)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    b, _, h, w = images.shape
-    fig, axes = plt.subplots(2, b, figsize=(1.3 * b, 5.0), squeeze=False)
-    extent = (0, w, h, 0)
-    for i in range(b):
-        top, bottom = axes[0, i], axes[1, i]
-        top.imshow(images[i].permute(1, 2, 0).detach().cpu().float().numpy(), extent=extent)
-        _draw_keypoints(top, target_keypoints[i].detach().cpu().float().numpy(), line="lime", dot="green")
-        _draw_keypoints(top, keypoints[i].detach().cpu().float().numpy(), line="red", dot="red")
-        bottom.imshow(masks[i].detach().cpu().float().numpy(), cmap="gray", vmin=0, vmax=1, extent=extent)
-        if silhouettes is not None:
-            sil = silhouettes[i].detach().cpu().float().numpy()
-            rgba = np.zeros((*sil.shape, 4))
-            rgba[..., 0], rgba[..., 3] = 1.0, 0.6 * sil
-            bottom.imshow(rgba, extent=extent)
-        for ax in (top, bottom):
-            _frame(ax, h, w)
-    fig.suptitle("keypoints: detected (green) vs projected (red); mask (grey) vs rendered silhouette (red)",
-                 fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out)
 
 
 def contact_sheet(cfg, out: Path, size: tuple[int, int] = (256, 128)) -> Path:
