@@ -57,13 +57,11 @@ def _pose(phase: float | None, heading_deg: float) -> torch.Tensor:
     return rot
 
 
-def _draw_keypoints(ax, kp: np.ndarray, line: str = "yellow", dot: str = "red") -> None:
-    """Skeleton of keypoints (17, 2) in pixels; (17, 3) with a confidence draws only the confident ones."""
-    shown = kp[:, 2] > 0 if kp.shape[1] > 2 else np.ones(len(kp), bool)
+def _draw_keypoints(ax, kp: np.ndarray) -> None:
+    """COCO-17 skeleton of keypoints (17, 2) in pixels."""
     for a, b in COCO17_SKELETON:
-        if shown[a] and shown[b]:
-            ax.plot(kp[[a, b], 0], kp[[a, b], 1], color=line, linewidth=1.0)
-    ax.scatter(kp[shown, 0], kp[shown, 1], s=6, c=dot, zorder=3)
+        ax.plot(kp[[a, b], 0], kp[[a, b], 1], color="yellow", linewidth=1.0)
+    ax.scatter(kp[:, 0], kp[:, 1], s=6, c="red", zorder=3)
 
 
 def _frame(ax, height: int, width: int) -> None:
