@@ -88,3 +88,29 @@ def toy_shards() -> Callable[..., str]:
         return str(root)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the whole session (start-up dominates small runs): 2 CPUs, no dashboard."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_args(tmp_path_factory: pytest.TempPathFactory, standin_dir: str) -> Callable[..., list[str]]:
+    """`--set` overrides that run configs/smoke.yaml inside a temporary folder (its synthesized data shared by
+    the session): `smoke_args(workdir, name)` → data, body, storage and MLflow settings for that run."""
+    data_root = tmp_path_factory.mktemp("smoke-data") / "smoke"
+
+    def make(workdir: Path, name: str = "smoke") -> list[str]:
+        return [
+            f"data.root={data_root}", f"body.standin_dir={standin_dir}",
+            f"cluster.storage_path={workdir / 'runs'}", f"cluster.name={name}",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+        ]
+
+    return make
