@@ -97,3 +97,11 @@ def test_denormalize_inverts_normalize() -> None:
     x = torch.rand(2, 3, 8, 4)
     assert torch.allclose(denormalize(normalize(x)), x, atol=1e-6)
     assert torch.allclose(normalize(torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, 2, 2)), torch.zeros(3, 2, 2))
+
+
+def test_a_crop_without_a_mask_says_so_and_gets_an_empty_mask() -> None:
+    sample = dotted_sample()
+    sample.mask = None
+    out = SampleTransform(DataConfig(), train=True)(sample, np.random.default_rng(0))
+    assert out["has_mask"] is False
+    assert out["mask"].shape == (32, 16) and not out["mask"].any()
