@@ -20,7 +20,7 @@ from reid3dsl.log import setup_logging
 
 # Shapes shown (rows): the mean body and +-2 standard deviations along the first principal components.
 SHAPES = (("mean body", {}), ("beta0 +2", {0: 2.0}), ("beta0 -2", {0: -2.0}), ("beta1 +2", {1: 2.0}),
-          ("beta1 -2", {1: -2.0}), ("beta2 +2", {2: 2.0}), ("beta3 -2", {3: -2.0}))
+          ("beta1 -2", {1: -2.0}), ("beta2 +2", {2: 2.0}), ("beta2 -2", {2: -2.0}))
 # Poses shown (columns): (title, walking phase or None for standing, heading in degrees).
 POSES = (("standing, front", None, 0.0), ("walking, 3/4 view", 0.5 * math.pi, 35.0),
          ("walking, side", 1.5 * math.pi, 90.0), ("standing, back", None, 180.0))

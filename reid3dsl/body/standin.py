@@ -48,7 +48,7 @@ POPULATION = 96
 # Deliberately a little wider than real adults so that identities differ clearly in silhouette.
 PARAMS = ("stature", "legs", "arms", "girth", "belly", "shoulders", "hips", "chest", "limbs", "trunk",
           "head", "thighs", "feet")
-PARAM_STD = np.array([0.06, 0.04, 0.045, 0.13, 0.25, 0.08, 0.08, 0.10, 0.12, 0.05, 0.05, 0.10, 0.06])
+PARAM_STD = np.array([0.06, 0.04, 0.045, 0.13, 0.15, 0.08, 0.08, 0.10, 0.12, 0.05, 0.05, 0.10, 0.06])
 # Correlations between measurements (heavier people have bigger bellies and limbs; broad shoulders
 # tend to go with narrower hips).
 _CORRELATED = {("girth", "belly"): 0.6, ("girth", "limbs"): 0.5, ("girth", "thighs"): 0.4,
