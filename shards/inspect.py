@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reid3dsl.body.constants import COCO17_NAMES, COCO17_SKELETON
+from reid3dsl.body.draw import draw_outline, draw_skeleton
 from reid3dsl.config import DataConfig
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
@@ -27,10 +27,6 @@ from reid3dsl.log import progress
 log = logging.getLogger(__name__)
 TILE_SCALE = 2
 CAPTION_H = 16
-LEFT_COLOR = (255, 140, 0)  # RGB: subject's left side orange, right side cyan, centre yellow
-RIGHT_COLOR = (0, 200, 255)
-MID_COLOR = (255, 255, 0)
-MASK_COLOR = (255, 0, 255)
 
 
 @dataclass
@@ -44,11 +40,6 @@ class SplitReport:
     skipped: int = 0
 
 
-def _side_color(i: int) -> tuple[int, int, int]:
-    name = COCO17_NAMES[i]
-    return LEFT_COLOR if name.startswith("left") else RIGHT_COLOR if name.startswith("right") else MID_COLOR
-
-
 def draw_sample(sample: Sample, scale: int = TILE_SCALE) -> np.ndarray:
     """A crop with its mask outline and keypoint skeleton drawn over it, plus a caption strip (split initial,
     pid, camera, clothes):
@@ -56,17 +47,8 @@ def draw_sample(sample: Sample, scale: int = TILE_SCALE) -> np.ndarray:
     h, w = sample.image.shape[:2]
     tile = cv2.resize(sample.image, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST).copy()
     if sample.mask is not None:
-        mask = cv2.resize(sample.mask, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(tile, contours, -1, MASK_COLOR, 1)
-    kp = sample.keypoints
-    pts = [(int(round(x * scale)), int(round(y * scale))) for x, y in kp[:, :2]]
-    for a, b in COCO17_SKELETON:
-        if kp[a, 2] > 0 and kp[b, 2] > 0:
-            cv2.line(tile, pts[a], pts[b], _side_color(b), 1, cv2.LINE_AA)
-    for i, p in enumerate(pts):
-        if kp[i, 2] > 0:
-            cv2.circle(tile, p, 2, _side_color(i), -1, cv2.LINE_AA)
+        draw_outline(tile, sample.mask)
+    draw_skeleton(tile, sample.keypoints, scale=scale)
     caption = np.full((CAPTION_H, tile.shape[1], 3), 255, np.uint8)
     m = sample.meta
     text = f"{m.split[0]}:{m.pid} c{m.camid} {m.clothes or '-'}"
