@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 RESOLUTIONS = {"low": 1, "full": 3}  # refinement of the base tube layout (low: ~1.3k faces, full: ~11k)
 NUM_SHAPE_COMPONENTS = 10
-POPULATION = 96
+POPULATION = 64
 
 # Body measurements as multiplicative factors around the mean body, with their standard deviations.
 # Deliberately a little wider than real adults so that identities differ clearly in silhouette.
@@ -240,7 +240,7 @@ def _sdf(q: torch.Tensor, prims: list[_Prim], k: torch.Tensor) -> torch.Tensor:
 
 
 def _cast(origins: torch.Tensor, dirs: torch.Tensor, t_max: torch.Tensor, prims: list[_Prim], k: torch.Tensor,
-          steps: int = 80, bisections: int = 18) -> torch.Tensor:
+          steps: int = 48, bisections: int = 16) -> torch.Tensor:
     """First exit of rays (origins, dirs (S, M, 3); t_max (S, M)) from the implicit body → points (S, M, 3)."""
     S, M, _ = origins.shape
     ts = torch.linspace(0, 1, steps + 1, dtype=origins.dtype)
@@ -415,7 +415,7 @@ class _Builder:
             (lm["head"], 0.0),  # level with the jaw: the front rays make the chin
         ]
         head_lams = (-0.3, 0.1, 0.5, 0.85, 1.2)
-        rings = [_Ring(o, up, phi_t, lam + zero[:, None], 0.3 * s) for o, lam in torso_key]
+        rings = [_Ring(o, up, phi_t, lam + zero[:, None], 0.16 * s) for o, lam in torso_key]
         rings += [_Ring(lm["head_centre"], up, phi_t, lam + zero[:, None], 0.12 * s) for lam in head_lams]
         rings = _refine(rings, k)
         arm_ring0 = 8 * k  # index of the armpit ring after refinement; holes span rings 8k..10k
@@ -425,7 +425,7 @@ class _Builder:
         m = 4 * k - 1
         alpha = math.pi * torch.arange(1, m + 1, dtype=s.dtype) / (m + 1)
         bridge_dirs = torch.stack([0 * alpha, -torch.sin(alpha), torch.cos(alpha)], -1).expand(S, -1, -1)
-        bridge_pts = _cast(lm["crotch_top"][:, None].expand(-1, m, -1), bridge_dirs, (0.3 * s)[:, None].expand(-1, m),
+        bridge_pts = _cast(lm["crotch_top"][:, None].expand(-1, m, -1), bridge_dirs, (0.12 * s)[:, None].expand(-1, m),
                            [self.prims[n] for n in _TORSO_PRIMS], self.smooth)
         bridge = self._add(bridge_pts, "torso")  # front to back
         left_cols = {(c + n_t) % n_t for c in range(-k, k)}
