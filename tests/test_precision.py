@@ -14,8 +14,9 @@ CPU = torch.device("cpu")
 def test_auto_on_a_cpu_without_native_bf16_is_fp32() -> None:
     p = resolve_precision("auto", CPU, flags=frozenset({"avx2", "fma", "avx512f", "avx512bw"}))
     assert p.name == "fp32"
-    assert p.deepspeed_sections()["bf16"]["enabled"] is False
-    assert p.deepspeed_sections()["fp16"]["enabled"] is False
+    sections = p.deepspeed_sections()
+    assert sections["bf16"]["enabled"] is False and sections["fp16"]["enabled"] is False
+    assert "torch_autocast" not in sections
     with p.autocast():
         assert not torch.is_autocast_enabled("cpu")
 
@@ -31,9 +32,12 @@ def test_auto_on_this_cpu_follows_its_feature_flags() -> None:
 
 
 def test_forced_bf16_gives_matching_autocast_dtype_and_deepspeed_section() -> None:
+    from deepspeed.runtime.config import get_torch_autocast_dtype, get_torch_autocast_enabled
+
     p = resolve_precision("bf16", CPU, flags=frozenset())
     sections = p.deepspeed_sections()
-    assert sections["bf16"]["enabled"] is True and sections["fp16"]["enabled"] is False
+    assert get_torch_autocast_enabled(sections) is True
+    assert get_torch_autocast_dtype(sections) == p.dtype == torch.bfloat16
     layer = torch.nn.Linear(4, 4)
     with p.autocast():
         assert torch.is_autocast_enabled("cpu")
@@ -51,7 +55,7 @@ def test_gpu_policy_by_compute_capability() -> None:
     assert resolve_precision("auto", gpu, cuda_capability=(9, 0)).name == "bf16"
     old = resolve_precision("auto", gpu, cuda_capability=(7, 0))
     assert old.name == "fp16"
-    assert old.deepspeed_sections()["fp16"] == {**old.deepspeed_sections()["fp16"], "enabled": True, "loss_scale": 0}
+    assert old.deepspeed_sections()["torch_autocast"] == {"enabled": True, "dtype": "torch.float16"}
     with pytest.raises(UserError, match="no native bf16"):
         resolve_precision("bf16", gpu, cuda_capability=(7, 5))
     assert resolve_precision("fp32", gpu, cuda_capability=(7, 5)).name == "fp32"

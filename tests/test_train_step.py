@@ -51,9 +51,9 @@ def _moved(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str
     return any(not torch.equal(before[k], v) for k, v in module.named_parameters() if k.startswith(prefix))
 
 
-def _step(cfg: Config) -> tuple[Components, dict[str, float] | None, dict, dict]:
+def _step(cfg: Config, precision_name: str = "fp32") -> tuple[Components, dict[str, float] | None, dict, dict]:
     parts = build_components(cfg, CPU, 0, 1, None)
-    precision = resolve_precision("fp32", CPU)
+    precision = resolve_precision(precision_name, CPU)
     engine, disc_engine = init_engines(cfg, parts, precision, 1)
     before = _snapshot(engine.module)
     d_before = _snapshot(disc_engine.module if disc_engine is not None else None)
@@ -114,3 +114,14 @@ def test_one_iteration_moves_both_streams_and_the_discriminator(
     assert _moved(before, parts.network, "shape.shape.")
     assert any(not torch.equal(d_before[k], v) for k, v in disc_engine.module.named_parameters())
     assert d_loss() != d_start
+
+
+def test_bf16_step_keeps_fp32_master_weights_and_finite_losses(
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+) -> None:
+    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+    cfg = _config(root, standin_dir, "model.shape_feat_dim=16", "train.precision=bf16")
+    parts, metrics, before, _ = _step(cfg, "bf16")
+    assert metrics is not None and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(p.dtype == torch.float32 for p in parts.network.parameters())
+    assert _moved(before, parts.network, "rgb.") and _moved(before, parts.network, "shape.")

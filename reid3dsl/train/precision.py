@@ -53,13 +53,17 @@ class Precision:
             yield
 
     def deepspeed_sections(self) -> dict[str, Any]:
-        """The `bf16` and `fp16` sections of a DeepSpeed config matching `autocast`."""
-        return {
-            "bf16": {"enabled": self.name == "bf16"},
-            # loss_scale 0 = dynamic loss scaling.
-            "fp16": {"enabled": self.name == "fp16", "loss_scale": 0, "initial_scale_power": 16,
-                     "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
-        }
+        """The DeepSpeed config sections matching `autocast`.
+
+        Mixed precision goes through DeepSpeed's `torch_autocast` section: fp32 master weights, forward passes
+        under torch.autocast with the same dtype as `autocast()`, gradients communicated in that dtype, and for
+        fp16 dynamic loss scaling (a GradScaler inside DeepSpeed's ZeRO optimizer). DeepSpeed's own `bf16`/`fp16`
+        modes are kept off: they cast the module's weights and switch autocast off inside the engine, which
+        would disagree with the autocast regions around it (losses, renderer hand-off, discriminator)."""
+        sections: dict[str, Any] = {"bf16": {"enabled": False}, "fp16": {"enabled": False}}
+        if self.name != "fp32":
+            sections["torch_autocast"] = {"enabled": True, "dtype": str(self.dtype)}
+        return sections
 
 
 def resolve_precision(
