@@ -502,7 +502,7 @@ class _Bodies:
 
 def _make_bodies(factors: np.ndarray, k: int) -> _Bodies:
     """Meshes (unreferenced vertices dropped) for bodies with measurement factors (S, P)."""
-    f = torch.as_tensor(factors, dtype=torch.float64)
+    f = torch.as_tensor(factors, dtype=torch.float32)
     lm = _landmarks(f)
     b = _Builder(lm, _primitives(lm, f), 1.70 * f[:, PARAMS.index("stature")], k)
     b.build()
@@ -512,8 +512,9 @@ def _make_bodies(factors: np.ndarray, k: int) -> _Bodies:
     remap = np.full(verts.shape[1], -1, dtype=np.int64)
     remap[used] = np.arange(used.size)
     joints = torch.stack([lm[name] for name in _JOINT_LANDMARKS], dim=1)
-    return _Bodies(verts[:, used].numpy(), joints.numpy(), {n: v.numpy() for n, v in lm.items()},
-                   remap[faces], np.asarray(b.region)[used])
+    # float32 for the ray casting (half the memory traffic), float64 for everything fitted from it
+    return _Bodies(verts[:, used].double().numpy(), joints.double().numpy(),
+                   {n: v.double().numpy() for n, v in lm.items()}, remap[faces], np.asarray(b.region)[used])
 
 
 _JOINT_LANDMARKS = ("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
@@ -651,7 +652,8 @@ def generate(resolution: str = "low", seed: int = 0) -> StandinModel:
     z = rng.multivariate_normal(np.zeros(len(PARAMS)), cov, size=POPULATION)
     z = np.clip(z, -3 * PARAM_STD, 3 * PARAM_STD)
     factors = np.concatenate([np.ones((1, len(PARAMS))), 1.0 + z], axis=0)  # row 0: the mean body
-    chunk = 8 if k == 1 else 2
+    # Few, large tensor operations: thousands of small ones stall badly when the CPU is shared.
+    chunk = -(-len(factors) // k**2)
     parts = [_make_bodies(factors[i:i + chunk], k)
              for i in progress(range(0, len(factors), chunk), desc=f"stand-in body ({resolution})", unit="chunk")]
     faces, region = parts[0].faces, parts[0].region
