@@ -52,7 +52,7 @@ def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(ensure_standin(tmp_path_factory.mktemp("standin"), "low", 0))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def toy_shards() -> Callable[..., str]:
     """Write a small data set straight through `DatasetWriter` (random crops with a person-sized box as
     mask and keypoints inside it): `toy_shards(root, ids=8, per_id=6, shard_size=10, outfits=2, splits=...)`."""

@@ -13,6 +13,7 @@ augmentation. Both report in each batch how many samples were skipped (`skipped`
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from reid3dsl.config import Config
 from reid3dsl.data.index import DatasetIndex, ShardInfo, load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
-from reid3dsl.data.sampler import PKBatcher, assign_shards, pass_assignment
+from reid3dsl.data.sampler import Assignment, PKBatcher, assign_shards, pass_assignment
 from reid3dsl.data.schema import Sample
 from reid3dsl.data.transforms import SampleTransform
 from reid3dsl.errors import UserError
@@ -31,6 +32,7 @@ from reid3dsl.errors import UserError
 # Label of the numpy seed sequence of each reader's own randomness (shuffle, P x K choice, augmentation),
 # apart from the shard order every reader shares (sampler.SHARD_ORDER_STREAM).
 _READER_STREAM = 2
+log = logging.getLogger(__name__)
 
 
 def _worker_slot(rank: int, world_size: int) -> tuple[int, int, int]:
@@ -90,6 +92,11 @@ class TrainStream(IterableDataset):
         """This reader's samples, pass after pass; the shard order of pass n is the same on every reader."""
         for epoch in itertools.count():
             part = pass_assignment(self.shards, self.cfg.train.seed, epoch, slot, num_slots)
+            # Which reader reads what, across ranks and nodes: the first pass at INFO (every pass is
+            # a reshuffle of the same kind), later ones at DEBUG.
+            what = describe_assignment(part, self.shards, self.cfg.data.root)
+            log.log(logging.INFO if epoch == 0 else logging.DEBUG, "rank %d/%d, reader %d/%d, pass %d reads %s",
+                    self.rank, self.world_size, slot, num_slots, epoch, what)
             pids: set[int] = set()
             for sample in iter_samples(part.shards, self.cfg.data, counter, part.stride, part.offset):
                 if sample.meta.pid not in self.pid_to_class:
@@ -143,6 +150,17 @@ class EvalStream(IterableDataset):
         while batch := list(itertools.islice(samples, self.batch_size)):
             pids = [s.meta.pid for s in batch]
             yield collate(batch, transform, None, pids, self.clothes_to_index, counter.take())
+
+
+def describe_assignment(part: Assignment[ShardInfo], shards: Sequence[ShardInfo], root: str) -> str:
+    """One line saying what a reader reads in a pass, shard names relative to `root` where they lie under it:
+    `2 of 6 shards [train-000003.tar, train-000000.tar]`, or where there are fewer shards than readers
+    `samples i % 2 == 1 of all 1 shards [train-000000.tar]`."""
+    prefix = root.rstrip("/") + "/"
+    names = ", ".join(s.url.removeprefix(prefix) for s in part.shards)
+    if part.stride == 1:
+        return f"{len(part.shards)} of {len(shards)} shards [{names}]"
+    return f"samples i % {part.stride} == {part.offset} of all {len(shards)} shards [{names}]"
 
 
 def per_rank_batch(cfg: Config, world_size: int) -> int:

@@ -16,10 +16,39 @@ from reid3dsl.train import tracking
 log = logging.getLogger(__name__)
 
 
-def _absolute(path: str | None) -> str | None:
+# The config's local paths (besides data.train_urls and a sqlite tracking URI): `prepare` makes them absolute,
+# `pinned_paths` turns the relative ones into overrides for a job that runs in a copy of the project.
+PATH_FIELDS = (("data", "root"), ("body", "standin_dir"), ("body", "model_path"), ("body", "prior_path"),
+               ("model", "pretrained_path"), ("model", "shape_pretrained_path"), ("cluster", "storage_path"))
+
+
+def _is_relative(path: str) -> bool:
+    return "://" not in path and not Path(path).expanduser().is_absolute()
+
+
+def _absolute(path: str | None, base: Path | None = None) -> str | None:
     if path is None or "://" in path:
         return path
-    return str(Path(path).expanduser().resolve())
+    return str(((base or Path.cwd()) / Path(path).expanduser()).resolve())
+
+
+def pinned_paths(cfg: Config, base: Path) -> list[str]:
+    """`section.key=value` overrides that pin `cfg`'s relative local paths (and a relative sqlite tracking URI)
+    to folder `base`. For `ray job submit --working-dir` on one machine: the job runs in Ray's copy of the
+    working directory, where relative paths would put data, checkpoints and runs that vanish with the copy."""
+    import json
+
+    pins = []
+    for section, key in PATH_FIELDS:
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and _is_relative(value):
+            pins.append(f"{section}.{key}={_absolute(value, base)}")
+    if any(_is_relative(u) for u in cfg.data.train_urls):
+        pins.append(f"data.train_urls={json.dumps([_absolute(u, base) for u in cfg.data.train_urls])}")
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base)
+    if uri != cfg.tracking.uri:
+        pins.append(f"tracking.uri={uri}")
+    return pins
 
 
 def prepare(cfg: Config) -> Config:
@@ -28,14 +57,10 @@ def prepare(cfg: Config) -> Config:
     from reid3dsl.data.index import load_index
 
     cfg = cfg.model_copy(deep=True)
-    cfg.data.root = _absolute(cfg.data.root)  # type: ignore[assignment]
+    for section, key in PATH_FIELDS:
+        part = getattr(cfg, section)
+        setattr(part, key, _absolute(getattr(part, key)))
     cfg.data.train_urls = [_absolute(u) for u in cfg.data.train_urls]  # type: ignore[misc]
-    cfg.body.standin_dir = _absolute(cfg.body.standin_dir)  # type: ignore[assignment]
-    cfg.body.model_path = _absolute(cfg.body.model_path)
-    cfg.body.prior_path = _absolute(cfg.body.prior_path)
-    cfg.model.pretrained_path = _absolute(cfg.model.pretrained_path)
-    cfg.model.shape_pretrained_path = _absolute(cfg.model.shape_pretrained_path)
-    cfg.cluster.storage_path = _absolute(cfg.cluster.storage_path)  # type: ignore[assignment]
     cfg.tracking.uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
     if cfg.body.model_path is None and cfg.model.streams != "rgb":
         from reid3dsl.body.standin import ensure_standin

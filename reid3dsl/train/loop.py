@@ -130,7 +130,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed + rank)
-    log.info("worker %d/%d on %s, precision %s", rank, world, device, precision.name)
+    # The node's address tells, in a multi-node run, where each rank landed.
+    log.info("worker %d/%d on node %s (%s), precision %s", rank, world, ray.util.get_node_ip_address(), device,
+             precision.name)
 
     parts = build_components(cfg, device, rank, world, loop_config["run_id"])
     engine, disc_engine = init_engines(cfg, parts, precision, world)
