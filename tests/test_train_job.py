@@ -19,7 +19,7 @@ def _run(workdir: Path, smoke_args: Callable[..., list[str]], *extra: str) -> di
 
 
 def test_smoke_job_logs_one_mlflow_run_and_resumes_where_it_stopped(
-    ray_local: None, smoke_args: Callable[..., list[str]], tmp_path: Path
+    ray_local: None, smoke_args: Callable[..., list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import mlflow
 
@@ -46,9 +46,28 @@ def test_smoke_job_logs_one_mlflow_run_and_resumes_where_it_stopped(
     pictures = {a.path for a in client.list_artifacts(run.info.run_id, "pictures")}
     assert {"pictures/ranked_results.png", "pictures/silhouettes_keypoints.png"} <= pictures
 
+    model = client.download_artifacts(run.info.run_id, "checkpoint/model.pt", str(tmp_path))
+    _evaluate_exported_model(Path(model), smoke_args(tmp_path, "job"), tmp_path, capsys)
+
     second = _run(tmp_path, smoke_args, "train.epochs=3")
     assert second["epoch"] == 3 and second["step"] == 6, "the rerun did not continue from the checkpoint"
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1, "the resumed job opened a second MLflow run"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/total")]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def _evaluate_exported_model(model: Path, args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m reid3dsl.eval` on the job's exported model prints every protocol × feature and draws a picture."""
+    from reid3dsl.eval.__main__ import main
+
+    data_root = next(a.split("=", 1)[1] for a in args if a.startswith("data.root="))
+    body = next(a for a in args if a.startswith("body.standin_dir="))
+    capsys.readouterr()
+    assert main(["--checkpoint", str(model), "--data", data_root, "--vis", str(tmp_path / "ranked.png"),
+                 "--set", body]) == 0
+    table = capsys.readouterr().out
+    for protocol in ("standard", "cc", "sc"):
+        for feature in ("rgb", "shape", "fused"):
+            assert any(line.split()[:2] == [protocol, feature] for line in table.splitlines()), table
+    assert (tmp_path / "ranked.png").stat().st_size > 0

@@ -44,8 +44,7 @@ def load_exported(path: Path, overrides: list[str]) -> tuple[object, torch.nn.Mo
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from reid3dsl.eval.extract import RANKS, extract_split
-    from reid3dsl.eval.metrics import Features, evaluate, prcc
+    from reid3dsl.eval.extract import RANKS, extract_split, score
     from reid3dsl.log import setup_logging
     from reid3dsl.train.precision import resolve_precision
 
@@ -55,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: every protocol that applies")
     parser.add_argument("--feature", choices=("rgb", "shape", "fused"), default=None, help="default: all built")
     parser.add_argument("--flip", action="store_true", help="average features with the flipped image's")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (eval.rerank_* settings)")
     parser.add_argument("--vis", type=Path, default=None, help="write a ranked-results PNG here")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging(None)
     overrides = [f"data.root={args.data}", "data.synthesize=false", f"eval.flip={str(args.flip).lower()}",
+                 f"eval.rerank={str(args.rerank).lower()}",
                  *args.overrides]
     cfg, network = load_exported(args.checkpoint, overrides)
     precision = resolve_precision("fp32", torch.device("cpu"))
@@ -72,27 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f for f in features if f not in query.feats]
     if missing:
         raise UserError(f"--feature {missing[0]}: this network has only {', '.join(query.feats)}")
-    runs: list[tuple[str, str, object]] = []
     protocols = [args.protocol] if args.protocol else ["standard", *(["cc", "sc"] if has_clothes else [])]
+    print(f"{'protocol':<10}{'feature':<8}" + "".join(f"{'R' + str(r):>8}" for r in RANKS) + f"{'mAP':>8}{'mINP':>8}")
     for protocol in protocols:
         if protocol != "standard" and not has_clothes:
             raise UserError(f"--protocol {protocol}: needs clothes labels; data set '{args.data}' has none")
-        modes = ["cc", "sc"] if protocol == "prcc" else [protocol]
-        for mode in modes:
-            name = f"prcc-{mode}" if protocol == "prcc" else mode
-            runs.append((name, mode, prcc if protocol == "prcc" else evaluate))
-    print(f"{'protocol':<10}{'feature':<8}" + "".join(f"{'R' + str(r):>8}" for r in RANKS) + f"{'mAP':>8}{'mINP':>8}")
-    for name, mode, fn in runs:
         for feature in features:
-            res = fn(Features(query.feats[feature], gallery.feats[feature]), query.pids, gallery.pids,  # type: ignore[operator]
-                     query.camids, gallery.camids, query.clothes if has_clothes else None,
-                     gallery.clothes if has_clothes else None, mode=mode, max_rank=max(RANKS))
-            print(f"{name:<10}{feature:<8}" + "".join(f"{100 * res['cmc'][r - 1]:>8.1f}" for r in RANKS)
+            res = score(cfg, query, gallery, protocol, feature)
+            print(f"{protocol:<10}{feature:<8}" + "".join(f"{100 * res['cmc'][r - 1]:>8.1f}" for r in RANKS)
                   + f"{100 * res['mAP']:>8.1f}{100 * res['mINP']:>8.1f}")
     if args.vis is not None:
         from reid3dsl.eval.extract import ranked_picture
 
-        ranked_picture(cfg, query, gallery, args.vis, feature=features[0], mode=runs[0][1])
+        ranked_picture(cfg, query, gallery, args.vis, feature=features[0], mode=protocols[0])
         print(f"ranked results: {args.vis}")
     return 0
 

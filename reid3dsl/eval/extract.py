@@ -23,7 +23,6 @@ from reid3dsl.train.precision import Precision
 
 log = logging.getLogger(__name__)
 RANKS = (1, 5, 10)
-VIS_CANDIDATES = 30  # gallery items read per query: top-10 after junk is removed
 
 
 @dataclass
@@ -97,11 +96,39 @@ def gather_to_rank0(local: SplitFeatures, rank: int, world_size: int) -> SplitFe
     return SplitFeatures.merge([p for p in parts if p is not None]) if rank == 0 else None
 
 
+def score(cfg: Config, query: SplitFeatures, gallery: SplitFeatures, protocol: str, feature: str) -> dict[str, Any]:
+    """One protocol on one feature variant, as `cfg.eval` says (metric, re-ranking, PRCC draws).
+
+    `prcc` is PRCC's single-shot clothes-changing protocol (its same-clothes half is `sc`)."""
+    from reid3dsl.eval.metrics import prcc
+    from reid3dsl.eval.rerank import rerank
+
+    e = cfg.eval
+    has_clothes = _has_clothes(query, gallery)
+    q, g = query.feats[feature], gallery.feats[feature]
+    source: Any = Features(q, g, metric=e.metric)
+    if e.rerank:
+        source = rerank(q, g, k1=e.rerank_k1, k2=e.rerank_k2, lambda_value=e.rerank_lambda, metric=e.metric,
+                        chunk_size=e.chunk_size)
+    args = (source, query.pids, gallery.pids, query.camids, gallery.camids,
+            query.clothes if has_clothes else None, gallery.clothes if has_clothes else None)
+    max_rank = max(e.max_rank, max(RANKS))
+    if protocol == "prcc":
+        return prcc(*args, mode="cc", max_rank=max_rank, chunk_size=e.chunk_size, draws=e.prcc_draws,
+                    seed=e.prcc_seed)
+    return evaluate(*args, mode=protocol, max_rank=max_rank, chunk_size=e.chunk_size)  # type: ignore[arg-type]
+
+
+def _has_clothes(query: SplitFeatures, gallery: SplitFeatures) -> bool:
+    return bool(len(query.keys) and (query.clothes >= 0).all() and (gallery.clothes >= 0).all())
+
+
 def protocol_table(cfg: Config, query: SplitFeatures, gallery: SplitFeatures) -> dict[str, float]:
     """`eval/<protocol>/<feature>/{rank1,rank5,rank10,mAP,mINP}` for the configured protocols and features.
 
-    CC and SC need clothes labels on both sides; they are left out (with a log line) where the data has none."""
-    has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all()) and len(query.keys) > 0
+    CC, SC and PRCC need clothes labels on both sides; they are left out (with a log line) where the data has
+    none."""
+    has_clothes = _has_clothes(query, gallery)
     out: dict[str, float] = {}
     for protocol in cfg.eval.protocols:
         if protocol != "standard" and not has_clothes:
@@ -110,12 +137,7 @@ def protocol_table(cfg: Config, query: SplitFeatures, gallery: SplitFeatures) ->
         for name in cfg.eval.features:
             if name not in query.feats:
                 continue
-            res = evaluate(
-                Features(query.feats[name], gallery.feats[name], metric="cosine"),
-                query.pids, gallery.pids, query.camids, gallery.camids,
-                query.clothes if has_clothes else None, gallery.clothes if has_clothes else None,
-                mode=protocol, max_rank=max(cfg.eval.max_rank, max(RANKS)), chunk_size=cfg.eval.chunk_size,
-            )
+            res = score(cfg, query, gallery, protocol, name)
             prefix = f"eval/{protocol}/{name}"
             for r in RANKS:
                 out[f"{prefix}/rank{r}"] = float(res["cmc"][r - 1])
@@ -153,18 +175,20 @@ def ranked_picture(cfg: Config, query: SplitFeatures, gallery: SplitFeatures, ou
     feature = feature or next((f for f in ("fused", "rgb", "shape") if f in query.feats), None)
     if n == 0 or feature is None:
         return None
-    has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())
+    has_clothes = _has_clothes(query, gallery)
     if mode is None:
-        mode = "cc" if has_clothes and "cc" in cfg.eval.protocols else "standard"
+        mode = "cc" if has_clothes and {"cc", "prcc"} & set(cfg.eval.protocols) else "standard"
+    mode = "cc" if mode == "prcc" else mode
     rows = np.linspace(0, len(query.keys) - 1, n).round().astype(int)
-    dist = pairwise_distances(query.feats[feature][rows], gallery.feats[feature], metric="cosine")
-    top = torch.argsort(dist, dim=1, stable=True)[:, :VIS_CANDIDATES].numpy()
+    dist = pairwise_distances(query.feats[feature][rows], gallery.feats[feature], metric=cfg.eval.metric)
+    # Read enough gallery items per query that vis_topk remain after junk is removed.
+    top = torch.argsort(dist, dim=1, stable=True)[:, :3 * cfg.eval.vis_topk].numpy()
     q_images = read_images(cfg, "query", {query.keys[i] for i in rows})
     g_images = read_images(cfg, "gallery", {gallery.keys[j] for j in top.reshape(-1)})
     blank = np.zeros((cfg.data.height, cfg.data.width, 3), np.uint8)
     return ranked_results_png(
         [q_images.get(query.keys[i], blank) for i in rows], _Lazy(gallery.keys, g_images, blank), top,
-        query.pids[rows], gallery.pids, query.camids[rows], gallery.camids, out,
+        query.pids[rows], gallery.pids, query.camids[rows], gallery.camids, out, topk=cfg.eval.vis_topk,
         q_clothes=query.clothes[rows] if has_clothes else None,
         g_clothes=gallery.clothes if has_clothes else None, mode=mode,  # type: ignore[arg-type]
         cell=(cfg.data.height, cfg.data.width),
