@@ -8,6 +8,8 @@ executes a command (a driver, `ray job submit`, an MLflow server...) inside a ch
 
 Traffic stays between those namespaces and their own loopback interfaces: nothing is routed to the
 machine's network. Addresses come from 198.18.0.0/15, the range reserved for test networks (RFC 2544).
+Like a real machine, each namespace resolves the host name to its own address (a hosts file of its own,
+which `ip netns exec` mounts over /etc/hosts): Gloo, and so DeepSpeed on CPUs, finds its address that way.
 
 Where namespaces cannot be made (not root, no `ip`), `namespaces_unavailable()` says why and callers fall
 back to `loopback_hosts(n)`: the same `ray start` nodes on 127.0.0.2, 127.0.0.3 (`RayCluster.isolated` is
@@ -33,6 +35,10 @@ SUBNET_PREFIX = "198.18.0"
 RAY_BIN = Path(sys.executable).with_name("ray")
 HEAD_PORT = 6379
 DASHBOARD_PORT = 8265
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec NAME` mounts the files of NETNS_ETC/NAME over /etc
+
+
+Arg = str | os.PathLike[str] | int  # an argument of a command (made a string when run)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class Host:
     netns: str | None
     ip: str
 
-    def wrap(self, argv: Sequence[str]) -> list[str]:
+    def wrap(self, argv: Sequence[Arg]) -> list[str]:
         """`argv` run inside this host's namespace."""
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [*prefix, *map(str, argv)]
@@ -112,10 +118,13 @@ def private_hosts(n: int = 2) -> Iterator[list[Host]]:
     ips = [f"{SUBNET_PREFIX}.{i + 1}" for i in range(n)]
     made: list[str] = []
     try:
-        for name in names:
+        for name, ip in zip(names, ips, strict=True):
             _ip("netns", "add", name)
             made.append(name)
             _ip("-n", name, "link", "set", "lo", "up")
+            etc = NETNS_ETC / name
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(f"127.0.0.1 localhost\n{ip} {socket.gethostname()}\n")
         if n == 1:
             _ip("-n", names[0], "addr", "add", f"{ips[0]}/32", "dev", "lo")
         else:
@@ -134,6 +143,7 @@ def private_hosts(n: int = 2) -> Iterator[list[Host]]:
             for netns in made:
                 # Deleting a namespace also deletes the veth end inside it (and so its peer).
                 subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+                shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
 
 
 def loopback_hosts(n: int = 2) -> list[Host]:
@@ -142,6 +152,22 @@ def loopback_hosts(n: int = 2) -> list[Host]:
     Not 127.0.0.1: Ray swaps that for the machine's own address.
     """
     return [Host(None, f"127.0.0.{i + 2}") for i in range(n)]
+
+
+_POLL_URL = """
+import sys, time, urllib.error, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        break
+    except urllib.error.HTTPError:
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.5)
+"""
 
 
 @dataclass
@@ -183,9 +209,19 @@ class RayCluster:
         """The job-submission address (only with `dashboard=True`)."""
         return f"http://{self.head.ip}:{self.dashboard_port}"
 
+    def service_port(self, default: int) -> int:
+        """A port for a server on the head: `default` in a namespace of its own, a free one on shared loopback."""
+        return default if self.isolated else _free_port(self.head.ip)
+
+    def wait_until_serving(self, url: str, timeout: float = 180) -> None:
+        """Return once `url` answers HTTP from the head node (any status); raise after `timeout` seconds."""
+        done = self.run([sys.executable, "-c", _POLL_URL, url, str(timeout)], timeout=timeout + 30)
+        if done.returncode != 0:
+            raise RuntimeError(f"{url} never answered: {done.stderr.strip()[-2000:]}")
+
     def run(
         self,
-        argv: Sequence[str],
+        argv: Sequence[Arg],
         host: Host | None = None,
         timeout: float = 120,
         env: Mapping[str, str] | None = None,
@@ -200,7 +236,7 @@ class RayCluster:
             timeout=timeout,
         )
 
-    def popen(self, argv: Sequence[str], host: Host | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def popen(self, argv: Sequence[Arg], host: Host | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a long-running `argv` on `host` (e.g. a server); it is ended with the cluster."""
         with open(log or os.devnull, "wb") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(

@@ -148,6 +148,29 @@ def test_dockerignore_keeps_every_tracked_project_file() -> None:
     assert [p for p in wanted if dockerignore_excludes(p)] == []
 
 
+def test_ray_job_upload_is_the_code_without_history_environments_data_stores_or_terraform_state(
+    tmp_path: Path,
+) -> None:
+    """`ray job submit --working-dir .` packs what .gitignore and .rayignore leave, with Ray's own packer."""
+    from zipfile import ZipFile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    project = tmp_path / "project"
+    ignore_files = (".gitignore", ".rayignore")
+    code = ["ray_job.py", "reid3dsl/config.py", "shards/__main__.py", "configs/smoke.yaml", "cluster/local.sh",
+            *ignore_files]
+    left_out = [".git/HEAD", ".venv/bin/python", "data/shards/smoke/train-000000.tar", "runs/smoke/state.json",
+                "mlflow.db", "mlartifacts/1/pictures/a.png", "infra/.terraform/providers/aws",
+                "infra/terraform.tfstate", "infra/terraform.tfstate.backup", "smpl/SMPL_NEUTRAL.pkl",
+                "amass/walk.npz", "shards-out/train-000000.tar", "reid3dsl/__pycache__/config.pyc"]
+    for rel in code + left_out:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_bytes((ROOT / rel).read_bytes() if rel in ignore_files else b"x")
+    create_package(str(project), tmp_path / "pkg.zip", include_gitignore=True)
+    assert sorted(ZipFile(tmp_path / "pkg.zip").namelist()) == sorted(code)
+
+
 def test_mlflow_image_pins_the_same_mlflow_line_as_pyproject() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     pin = re.search(r'"mlflow([^"]*)"', pyproject)
