@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A one-machine stand-in for the cluster: a Ray head (token authentication on, dashboard on loopback) and an
-# MLflow server on loopback with the sqlite backend (./mlflow.db, the same store `mlflow ui` reads), then the
-# `ray job submit` line that runs the main job on it.
+# MLflow server on loopback with the sqlite backend (./mlflow.db and ./mlartifacts, the store `mlflow ui`
+# reads), then the `ray job submit` line that runs the main job on it.
 #
 #   cluster/local.sh start [CONFIG]   CONFIG defaults to configs/demo.yaml
 #   cluster/local.sh stop             `ray stop` (this machine's Ray) and the MLflow server started here
 #
 # Settings from the environment: RAY_NUM_CPUS (default: every core), MLFLOW_PORT (5000),
+# REID3DSL_MLFLOW_DIR (where mlflow.db and mlartifacts/ are; default: this checkout),
 # REID3DSL_LOCAL_DIR (MLflow's pid file and log; default /tmp/reid3dsl-local-$UID).
 set -euo pipefail
 
@@ -17,6 +18,7 @@ if [[ -x .venv/bin/ray ]]; then
 fi
 
 state=${REID3DSL_LOCAL_DIR:-/tmp/reid3dsl-local-$(id -u)}
+store=${REID3DSL_MLFLOW_DIR:-.}
 mlflow_port=${MLFLOW_PORT:-5000}
 mlflow_pid="$state/mlflow.pid"
 export RAY_AUTH_MODE=token
@@ -31,7 +33,29 @@ start() {
         echo "error: config '$config': not found (expected a file under configs/, e.g. configs/demo.yaml)" >&2
         exit 2
     fi
-    mkdir -p "$state"
+    mkdir -p "$state" "$store"
+    store=$(cd "$store" && pwd)
+    # The job runs in Ray's copy of this folder (`--working-dir .`), where the config's relative paths would
+    # put data, checkpoints and runs that vanish with the copy: the printed line pins them to this checkout.
+    # This also checks the config before anything starts.
+    local pins
+    pins=$(python - "$config" <<'PY'
+import shlex
+import sys
+from pathlib import Path
+
+from reid3dsl.config import load_config
+from reid3dsl.errors import UserError
+from reid3dsl.train.driver import pinned_paths
+
+try:
+    pins = pinned_paths(load_config(sys.argv[1], env={}), Path.cwd())
+except UserError as err:
+    sys.exit(f"error: {err}")
+# The tracking URI is the MLflow server's.
+print(" ".join(f"--set {shlex.quote(p)}" for p in pins if not p.startswith("tracking.uri=")))
+PY
+    )
 
     # The token the head and every client share (~/.ray/auth_token); made once, kept afterwards.
     ray get-auth-token --generate >/dev/null
@@ -43,7 +67,8 @@ start() {
         # Its own session, so that `stop` ends the server and its workers together; one worker, because
         # SQLite locks under concurrent writers.
         setsid mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
-            --backend-store-uri sqlite:///mlflow.db >"$state/mlflow.log" 2>&1 </dev/null &
+            --backend-store-uri "sqlite:///$store/mlflow.db" --artifacts-destination "$store/mlartifacts" \
+            >"$state/mlflow.log" 2>&1 </dev/null &
         echo $! >"$mlflow_pid"
         for _ in $(seq 120); do
             if python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$mlflow_port/health', timeout=1)" \
@@ -62,7 +87,7 @@ start() {
 
 Ray dashboard: http://127.0.0.1:8265    MLflow: http://127.0.0.1:$mlflow_port
 Submit the main job:
-RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ray_job.py --config $config --set tracking.uri=http://127.0.0.1:$mlflow_port
+RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ray_job.py --config $config $pins --set tracking.uri=http://127.0.0.1:$mlflow_port
 Stop: cluster/local.sh stop
 EOF
 }
@@ -70,14 +95,21 @@ EOF
 stop() {
     ray stop
     if mlflow_running; then
-        local group
+        local group sig
         group=$(<"$mlflow_pid")
-        kill -TERM -- "-$group"
-        for _ in $(seq 50); do
-            kill -0 -- "-$group" 2>/dev/null || break
-            sleep 0.2
+        # TERM first (the server passes it on to its workers), KILL what is left after 10 s, and either way
+        # wait until the whole group is gone: dying processes linger, and a following start needs the port.
+        for sig in TERM KILL; do
+            kill -"$sig" -- "-$group" 2>/dev/null || true
+            for _ in $(seq 50); do
+                kill -0 -- "-$group" 2>/dev/null || break 2
+                sleep 0.2
+            done
         done
-        kill -KILL -- "-$group" 2>/dev/null || true
+        if kill -0 -- "-$group" 2>/dev/null; then
+            echo "error: MLflow server processes (group $group) survive SIGKILL" >&2
+            exit 1
+        fi
         echo "MLflow server stopped"
     fi
     rm -f "$mlflow_pid"
