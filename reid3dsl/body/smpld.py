@@ -131,11 +131,16 @@ def _create(path: Path, num_betas: int, vertex_ids: dict[str, int] | None) -> nn
     out = io.StringIO()
     kwargs = dict(num_betas=num_betas, vertex_ids=vertex_ids, create_betas=False, create_global_orient=False,
                   create_body_pose=False, create_transl=False)
-    with contextlib.redirect_stdout(out):
-        if path.name == "SMPL_NEUTRAL.pkl" and path.parent.name == "smpl":
-            model = smplx.create(str(path.parent.parent), model_type="smpl", **kwargs)
-        else:
-            model = smplx.SMPL(str(path), **kwargs)
+    try:
+        with contextlib.redirect_stdout(out):
+            if path.name == "SMPL_NEUTRAL.pkl" and path.parent.name == "smpl":
+                model = smplx.create(str(path.parent.parent), model_type="smpl", **kwargs)
+            else:
+                model = smplx.SMPL(str(path), **kwargs)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, pickle.UnpicklingError, EOFError) as exc:
+        # A readable pickle of something else (keys missing, wrong shapes): smplx fails deep inside.
+        raise UserError(f"body.model_path '{path}': not a SMPL model ({type(exc).__name__}: {exc}); expected a "
+                        "pickle with v_template, shapedirs, posedirs, J_regressor, weights, kintree_table, f") from None
     if out.getvalue().strip():
         log.info("smplx: %s", out.getvalue().strip())
     return model

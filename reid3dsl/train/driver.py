@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reid3dsl.config import Config
 from reid3dsl.errors import UserError
 from reid3dsl.log import setup_logging
 from reid3dsl.train import tracking
+from reid3dsl.train.checkpoint import storage
+
+if TYPE_CHECKING:
+    from reid3dsl.data.index import DatasetIndex
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +75,30 @@ def prepare(cfg: Config) -> Config:
 
         synthesize(cfg.data.root, cfg.data.synth_identities, cfg.data.synth_outfits,
                    cfg.data.synth_images_per_outfit, cfg.data.synth_seed, cfg.body)
-    load_index(cfg.data.root, cfg.data)
+    check_inputs(cfg, load_index(cfg.data.root, cfg.data))
     return cfg
 
 
-def _storage(cfg: Config) -> tuple[str, Any]:
-    """Ray's storage path and filesystem: S3 through pyarrow with the data pipeline's S3 settings."""
-    path = cfg.cluster.storage_path
-    if path.startswith("s3://"):
-        from reid3dsl.data.s3 import pyarrow_s3_filesystem
+def check_inputs(cfg: Config, index: DatasetIndex) -> None:
+    """Reject here, in one line and before Ray starts, what every worker would fail on: the body model and the
+    pose prior (loaded once, as the workers load them) and explicit training shards that are missing or not URLs
+    (shards listed by index.json are trusted; one that later turns out unreadable is skipped and counted)."""
+    from reid3dsl.data.pipeline import training_shards
+    from reid3dsl.data.s3 import is_s3, parse_s3_url
 
-        return path[len("s3://"):], pyarrow_s3_filesystem(cfg.data)
-    return path, None
+    if cfg.model.streams != "rgb":
+        from reid3dsl.body.prior import load_prior
+        from reid3dsl.body.smpld import load_body_model
+
+        load_body_model(cfg.body)
+        load_prior(cfg.body)
+    if cfg.data.train_urls:
+        for shard in training_shards(cfg, index):
+            if is_s3(shard.url):
+                parse_s3_url(shard.url)
+            elif not Path(shard.url).is_file():
+                raise UserError(f"data.train_urls: shard '{shard.url}' not found "
+                                "(expected a local .tar shard or s3://bucket/key)")
 
 
 def _init_ray(cfg: Config) -> None:
@@ -131,7 +147,7 @@ def run_job(cfg: Config) -> dict[str, Any]:
     _init_ray(cfg)
     use_gpu = _use_gpu(cfg)
     run_id, resumed = tracking.start_run(cfg)
-    storage_path, storage_fs = _storage(cfg)
+    storage_path, storage_fs = storage(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(redact=False), "run_id": run_id},

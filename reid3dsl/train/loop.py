@@ -7,15 +7,17 @@ alternating encoder (G) and discriminator (D) steps → evaluation → checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from reid3dsl.config import Config
-from reid3dsl.log import setup_logging
+from reid3dsl.log import progress, setup_logging
 from reid3dsl.train.checkpoint import TrainState, restore, save_and_report
 from reid3dsl.train.components import Components, build_components
 from reid3dsl.train.precision import Precision, resolve_precision
@@ -53,6 +55,72 @@ def _all_finite(values: list[torch.Tensor]) -> bool:
     return bad.item() == 0
 
 
+def _first_bad(values: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first non-finite value, on the lowest rank that has one (None: all finite everywhere).
+    Ranks may hold different names (a term no row of their batch had), so names, not positions, are compared."""
+    import torch.distributed as dist
+
+    if _all_finite(list(values.values())):
+        return None
+    mine = next((n for n, v in values.items() if not torch.isfinite(v.detach()).all()), None)
+    if not (dist.is_available() and dist.is_initialized()):
+        return mine
+    seen: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, mine)
+    return next(n for n in seen if n is not None)
+
+
+@contextlib.contextmanager
+def _gradient_checks(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect, for every gradient autograd computes for `module`'s trainable parameters while inside, whether it is
+    finite. The hooks see each rank's own gradients before DeepSpeed reduces them, so the check works alike for
+    every ZeRO stage and precision (a non-finite local gradient makes the reduced one non-finite too)."""
+    flags: list[torch.Tensor] = []
+
+    def check(grad: torch.Tensor) -> None:
+        flags.append(torch.isfinite(grad).all())
+
+    handles = [p.register_hook(check) for p in module.parameters() if p.requires_grad]
+    try:
+        yield flags
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _nan_unless_all(flags: list[torch.Tensor]) -> torch.Tensor:
+    """0.0 when every boolean flag is true, else NaN: a check that `_first_bad` tests like a loss."""
+    return torch.tensor(0.0 if all(bool(f) for f in flags) else float("nan"))
+
+
+def _discard_gradients(engine: Any) -> None:
+    """Drop the gradients of the last backward without an update. DeepSpeed's ZeRO (and fp16) optimizers do this in
+    `step()` themselves when the global gradient norm is not finite (their overflow path: no update, buffers
+    cleared, LR schedule not advanced); a plain torch optimizer (ZeRO stage 0) has no such path: zero the grads."""
+    if hasattr(engine.optimizer, "overflow"):
+        engine.step()
+        if engine.was_step_applied():
+            raise RuntimeError("DeepSpeed applied an update with non-finite gradients")
+    else:
+        engine.zero_grad()
+
+
+def _skip(cfg: Config, state: TrainState, bad: str, precision: Precision) -> None:
+    """Count a skipped step; abort after train.max_bad_steps in a row. fp16 gradient overflows are the loss
+    scaler's business (it lowers the scale; DeepSpeed stops at its minimum), so they do not count as a streak."""
+    state.skipped_steps += 1
+    if precision.name == "fp16" and bad.startswith("grad/"):
+        log.info("step %d: fp16 gradient overflow; update skipped, loss scale lowered", state.step)
+        return
+    if state.bad_in_a_row == 0:
+        state.first_bad = bad
+    state.bad_in_a_row += 1
+    log.warning("step %d: non-finite %s; step skipped on every rank for both engines", state.step, bad)
+    if state.bad_in_a_row >= cfg.train.max_bad_steps:
+        raise FloatingPointError(f"{state.bad_in_a_row} non-finite steps in a row (first bad: {state.first_bad}, "
+                                 f"at step {state.step - state.bad_in_a_row + 1}); aborting")
+
+
 def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Per-name mean over the ranks that have the name (ranks may differ, e.g. a term no row of a batch had)."""
     import torch.distributed as dist
@@ -69,33 +137,45 @@ def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | N
                precision: Precision, state: TrainState, prior_generator: torch.Generator) -> dict[str, float] | None:
     """One encoder (G) step and, with the adversarial prior, one discriminator (D) step → the loss terms.
 
-    A non-finite loss on any rank skips the step on every rank (None; counted in `state`); `train.max_bad_steps`
-    of them in a row abort with the name of the loss term that went bad first."""
+    A non-finite number skips the whole step, both engines, on every rank alike (None; counted in `state`): a loss
+    term or D's loss (checked before any backward), D's gradients (checked on a side computation of D's loss,
+    before any backward: D is small) or G's gradients (checked as autograd makes them, before `engine.step`; D then
+    never runs backward). `train.max_bad_steps` such steps in a row abort, naming what went bad first."""
     with precision.autocast():
         out = engine(batch["image"], batch["shape_image"] if "shape" in parts.streams else None)
         terms = parts.objective.generator_terms(out, batch, disc_engine.module if disc_engine else None)
     total = parts.objective.total(terms)
-    if not _all_finite([total]):
-        bad = next((n for n, v in terms.items() if not torch.isfinite(v).all()), "total")
-        state.skipped_steps += 1
-        state.bad_in_a_row += 1
-        log.warning("step %d: non-finite loss (first bad term: loss/%s); step skipped on every rank", state.step, bad)
-        if state.bad_in_a_row >= cfg.train.max_bad_steps:
-            raise FloatingPointError(
-                f"{state.bad_in_a_row} non-finite steps in a row (first bad term: loss/{bad}); aborting"
-            )
-        return None
-    state.bad_in_a_row = 0
-    engine.backward(total)
-    engine.step()
-    metrics = {f"loss/{n}": float(v.detach()) for n, v in terms.items()}
-    metrics["loss/total"] = float(total.detach())
-    if disc_engine is not None and "shape" in out:
+    checks = {**{f"loss/{n}": v for n, v in terms.items()}, "loss/total": total}
+    adversarial = disc_engine is not None and "shape" in out
+    if adversarial:
         shape = out["shape"]
         sampled = parts.prior.sample(shape["rotmats"].shape[0], prior_generator)
         real = tuple(t.to(shape["rotmats"].device) for t in sampled)
+        fake = (shape["rotmats"], shape["betas"])
+        disc = disc_engine.module
         with precision.autocast():
-            d_loss = parts.objective.discriminator_loss(disc_engine, real, (shape["rotmats"], shape["betas"]))
+            side_loss = parts.objective.discriminator_loss(disc, real, fake)
+        params = [p for p in disc.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(side_loss, params, allow_unused=True) if side_loss.requires_grad else ()
+        checks["loss/discriminator"] = side_loss
+        checks["grad/discriminator"] = _nan_unless_all([torch.isfinite(g).all() for g in grads if g is not None])
+    bad = _first_bad(checks)
+    if bad is None:
+        with _gradient_checks(engine.module) as finite:
+            engine.backward(total)
+        if not _all_finite([_nan_unless_all(finite)]):
+            bad = "grad/network"
+            _discard_gradients(engine)
+    if bad is not None:
+        _skip(cfg, state, bad, precision)
+        return None
+    state.bad_in_a_row = 0
+    engine.step()
+    metrics = {f"loss/{n}": float(v.detach()) for n, v in terms.items()}
+    metrics["loss/total"] = float(total.detach())
+    if adversarial:
+        with precision.autocast():
+            d_loss = parts.objective.discriminator_loss(disc_engine, real, fake)
         disc_engine.backward(d_loss)
         disc_engine.step()
         metrics["loss/discriminator"] = float(d_loss.detach())
@@ -136,7 +216,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     parts = build_components(cfg, device, rank, world, loop_config["run_id"])
     engine, disc_engine = init_engines(cfg, parts, precision, world)
-    state = restore(engine, disc_engine)
+    state = restore(cfg, engine, disc_engine)
     buffer = MetricBuffer(cfg, loop_config["run_id"]) if rank == 0 else None
     epoch_terms: dict[str, list[float]] = defaultdict(list)
     skipped_samples = 0
@@ -146,7 +226,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         epoch_ran = True
         engine.train()
         t0 = time.perf_counter()
-        for _ in range(cfg.train.steps_per_epoch):
+        for _ in progress(range(cfg.train.steps_per_epoch), f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step"):
             batch = _to_device(next(parts.train_batches), device)
             skipped_samples += int(batch["skipped"])
             state.step += 1
@@ -175,7 +255,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             buffer.add({k: v for k, v in report.items() if k not in ("epoch", "step") and not k.startswith("loss/")},
                        state.step)
         checkpoint = last or state.epoch % cfg.train.checkpoint_every == 0
-        save_and_report(engine, disc_engine, state, report, checkpoint=checkpoint)
+        save_and_report(cfg, engine, disc_engine, state, report, checkpoint=checkpoint)
         if buffer is not None and checkpoint:
             buffer.flush()
         log.info("epoch %d/%d: %s", state.epoch, cfg.train.epochs,
@@ -183,6 +263,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if state.epoch >= cfg.train.epochs and not epoch_ran:
         # Resumed a finished run: evaluate its final weights again so the job still reports its results.
         report = {"epoch": state.epoch, "step": state.step, **parts.evaluate(engine.module, precision, True)}
-        save_and_report(engine, disc_engine, state, report, checkpoint=False)
+        save_and_report(cfg, engine, disc_engine, state, report, checkpoint=False)
     if rank == 0:
         parts.finish(engine.module, precision)
