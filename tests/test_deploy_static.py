@@ -340,6 +340,25 @@ def test_local_sh_without_a_command_prints_usage_and_exits_2() -> None:
     assert done.returncode == 2 and done.stderr.startswith("usage:")
 
 
+def test_submitted_jobs_get_the_configs_relative_paths_pinned_to_the_checkout(tmp_path: Path) -> None:
+    """What local.sh adds to its submit line: a job in Ray's copy of the checkout must use the checkout's data,
+    body, checkpoints and sqlite store; absolute paths and URLs stay as they are."""
+    from reid3dsl.config import load_config
+    from reid3dsl.train.driver import pinned_paths
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", [
+        "body.prior_path=/opt/amass", "data.train_urls=[extra/train-000000.tar, s3://b/train-000001.tar]",
+    ], env={})
+    pins = pinned_paths(cfg, tmp_path)
+    pinned = load_config(ROOT / "configs" / "smoke.yaml", pins, env={})
+    assert pinned.data.root == str(tmp_path / "data" / "shards" / "smoke")
+    assert pinned.body.standin_dir == str(tmp_path / "data" / "body")
+    assert pinned.cluster.storage_path == str(tmp_path / "runs")
+    assert pinned.data.train_urls == [str(tmp_path / "extra" / "train-000000.tar"), "s3://b/train-000001.tar"]
+    assert pinned.tracking.uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert not any(p.startswith(("body.prior_path=", "body.model_path=")) for p in pins)
+
+
 # --- Terraform ----------------------------------------------------------------------------------------------------
 
 
