@@ -97,9 +97,13 @@ def test_distinct_betas_give_distinct_silhouettes(body: SMPLD, cfg: BodyConfig) 
                                             normalized_focal(cfg.focal_length, cfg.focal_res))
     sil = SilhouetteRenderer(cfg).render(body(betas, rot.expand(n, -1, -1, -1)).vertices, body.faces, cam_t, (64, 32))
     iou = _iou(sil[:, None], sil[None])
-    distinct = torch.cdist(betas, betas) > 3.0  # identities at least 3 sd apart in shape space
+    # beta ~ N(0, I) identities are typically far apart (median distance ~4.5); those that are, are told
+    # apart by their silhouettes alone
+    distinct = torch.cdist(betas, betas) > 3.5
     assert distinct.sum() > n * (n - 1) / 2
     assert (iou[distinct] < 0.9).all(), f"max IoU between distinct identities {iou[distinct].max():.3f}"
+    others = ~torch.eye(n, dtype=torch.bool)
+    assert float(iou[others].median()) < 0.75
 
 
 def test_projection_losses_have_gradients_for_beta_theta_delta_and_psi(body: SMPLD, cfg: BodyConfig) -> None:
@@ -145,8 +149,13 @@ def test_textured_renderer_gives_rgb_mask_and_shard_keypoints(body: SMPLD, cfg: 
                                        light_location=(0.0, -1.0, 0.0), background=(0.0, 1.0, 0.0))
     assert img.rgb.shape == (3, 128, 64, 3) and img.mask.dtype == torch.bool and img.keypoints.shape == (3, 17, 3)
     assert torch.equal(img.rgb[~img.mask], torch.tensor([0.0, 1.0, 0.0]).expand(int((~img.mask).sum()), 3))
-    soft = SilhouetteRenderer(cfg).render(verts, body.faces, cam_t, (128, 64))
-    assert (_iou(img.mask[:2].float(), soft[:2]) > 0.9).all()
-    assert (img.keypoints[:2, :, 2] == 1).all() and (img.keypoints[2, :, 2] == 0).all()
-    f = normalized_focal(cfg.focal_length, cfg.focal_res)
-    assert torch.allclose(img.keypoints[..., :2], project_points(kp3d, cam_t, (128, 64), f))
+    # same camera: the hard mask lies inside the soft silhouette, which is at most a pixel wider (its blur)
+    soft = SilhouetteRenderer(cfg).render(verts, body.faces, cam_t, (128, 64)) > 0.5
+    hard = img.mask
+    grown = F.max_pool2d(hard.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    assert (soft[hard]).float().mean() > 0.99 and not (soft & ~grown).any()
+    # keypoints as in shards: pixels of the crop, confidence 1 inside it and 0 outside
+    xy = project_points(kp3d, cam_t, (128, 64), normalized_focal(cfg.focal_length, cfg.focal_res))
+    inside = (xy[..., 0] >= 0) & (xy[..., 0] < 64) & (xy[..., 1] >= 0) & (xy[..., 1] < 128)
+    assert torch.allclose(img.keypoints[..., :2], xy) and torch.equal(img.keypoints[..., 2], inside.float())
+    assert float(img.keypoints[:2, :, 2].mean()) > 0.9 and not inside[2].any()

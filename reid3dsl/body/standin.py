@@ -11,7 +11,7 @@ mesh has a fixed tube topology: a torso tube closed by the head, two arm tubes g
 the torso's sides and two leg tubes hung from the crotch; every vertex is found by casting a ray
 from the skeleton to the implicit surface, so the same topology fits any body. 13 body measurements
 (stature, leg and arm length, girth, belly, shoulder and hip width, chest depth, limb and thigh
-thickness, trunk length, head size, foot length) are sampled for a population of bodies; the
+thickness, neck length, head size, foot length) are sampled for a population of bodies; the
 template is the mean body, the shape blend shapes are the population's principal components
 scaled to unit variance (so beta ~ N(0, I) gives plausible people), the joint regressor is fitted
 over the population (exact on the template), and skinning weights fall off with the distance to
@@ -46,9 +46,9 @@ POPULATION = 64
 
 # Body measurements as multiplicative factors around the mean body, with their standard deviations.
 # Deliberately a little wider than real adults so that identities differ clearly in silhouette.
-PARAMS = ("stature", "legs", "arms", "girth", "belly", "shoulders", "hips", "chest", "limbs", "trunk",
+PARAMS = ("stature", "legs", "arms", "girth", "belly", "shoulders", "hips", "chest", "limbs", "neck",
           "head", "thighs", "feet")
-PARAM_STD = np.array([0.06, 0.04, 0.045, 0.13, 0.15, 0.08, 0.08, 0.10, 0.12, 0.05, 0.05, 0.10, 0.06])
+PARAM_STD = np.array([0.075, 0.05, 0.05, 0.15, 0.15, 0.10, 0.10, 0.10, 0.14, 0.12, 0.05, 0.10, 0.06])
 # Correlations between measurements (heavier people have bigger bellies and limbs; broad shoulders
 # tend to go with narrower hips).
 _CORRELATED = {("girth", "belly"): 0.6, ("girth", "limbs"): 0.5, ("girth", "thighs"): 0.4,
@@ -78,10 +78,14 @@ def _landmarks(f: torch.Tensor) -> dict[str, torch.Tensor]:
     def pt(x: torch.Tensor | float, y: torch.Tensor, z: torch.Tensor | float) -> torch.Tensor:
         return torch.stack(torch.broadcast_tensors(zero + x, y, zero + z), dim=-1)
 
+    # Heights: legs from the floor up, head and neck from the top down, the trunk spans what is between
+    # (so landmarks stay in order for any measurements).
     hip_y = 0.515 * s * p["legs"]
-    upper = s - hip_y  # hip joint to the top of the head
-    trunk = p["trunk"] * upper / 0.485  # trunk landmarks scale with the upper body and the trunk factor
     head = p["head"]
+    head_c_y = s - 0.066 * s * head
+    head_y = head_c_y - 0.042 * s * head
+    neck_y = head_y - 0.057 * s * p["neck"]
+    trunk = (neck_y - hip_y) / 0.32  # the mean trunk (hip joint to neck) is 0.32 of the stature
     lm: dict[str, torch.Tensor] = {}
     lm["crotch_top"] = pt(0.0, hip_y - 0.02 * s, 0.0)
     lm["pelvis"] = pt(0.0, hip_y + 0.055 * trunk, -0.005 * s)
@@ -89,10 +93,9 @@ def _landmarks(f: torch.Tensor) -> dict[str, torch.Tensor]:
     lm["spine2"] = pt(0.0, hip_y + 0.195 * trunk, -0.01 * s)
     lm["spine3"] = pt(0.0, hip_y + 0.225 * trunk, -0.008 * s)
     shoulder_y = hip_y + 0.30 * trunk
-    lm["neck"] = pt(0.0, hip_y + 0.32 * trunk, -0.012 * s)
-    head_c_y = s - 0.066 * s * head
+    lm["neck"] = pt(0.0, neck_y, -0.012 * s)
     lm["head_centre"] = pt(0.0, head_c_y, 0.005 * s)
-    lm["head"] = pt(0.0, head_c_y - 0.042 * s * head, -0.002 * s)
+    lm["head"] = pt(0.0, head_y, -0.002 * s)
     lm["head_top"] = pt(0.0, s, 0.005 * s)
     arm_z = -0.006 * s
     for side, sign in (("left", 1.0), ("right", -1.0)):
@@ -137,6 +140,7 @@ def _primitives(lm: dict[str, torch.Tensor], f: torch.Tensor) -> dict[str, _Prim
     g = p["girth"]
     gs = g.sqrt()
     lim = p["limbs"] * gs
+    trunk = (lm["neck"][:, 1] - lm["left_hip"][:, 1]) / 0.32  # as in _landmarks
 
     def vec(*xyz: torch.Tensor | float) -> torch.Tensor:
         return torch.stack(torch.broadcast_tensors(*(s * 0 + c for c in xyz)), dim=-1)
@@ -151,9 +155,9 @@ def _primitives(lm: dict[str, torch.Tensor], f: torch.Tensor) -> dict[str, _Prim
     hip_mid = (lm["left_hip"] + lm["right_hip"]) / 2
     pr["pelvis"] = ell(hip_mid + vec(0.0, 0.03 * s, -0.006 * s), 0.10 * s * p["hips"] * gs, 0.07 * s, 0.066 * s * g)
     pr["belly"] = ell(lm["spine1"] + vec(0.0, 0.005 * s, 0.016 * s * p["belly"]),
-                      0.086 * s * g * p["belly"].sqrt(), 0.085 * s * p["trunk"], 0.06 * s * g * p["belly"])
+                      0.086 * s * g * p["belly"].sqrt(), 0.085 * trunk, 0.06 * s * g * p["belly"])
     pr["chest"] = ell(lm["spine3"] + vec(0.0, -0.012 * s, 0.012 * s),
-                      0.096 * s * g * p["shoulders"].sqrt(), 0.105 * s * p["trunk"], 0.064 * s * g * p["chest"])
+                      0.096 * s * g * p["shoulders"].sqrt(), 0.105 * trunk, 0.064 * s * g * p["chest"])
     shoulder_off = vec(0.0, -0.006 * s, 0.002 * s)
     pr["shoulders"] = cone(lm["left_shoulder"] * vec(0.9, 1.0, 1.0) + shoulder_off,
                            lm["right_shoulder"] * vec(0.9, 1.0, 1.0) + shoulder_off, 0.036 * s * gs, 0.036 * s * gs)
@@ -402,16 +406,18 @@ class _Builder:
 
         sh_y = lm["left_shoulder"][:, 1]
         spine = [lm[n] for n in ("pelvis", "spine1", "spine2", "spine3")]
+        mid_neck = (lm["neck"] + lm["head"]) / 2
         torso_key = [
             (lm["crotch_top"], 0.0), (at_y(lm["pelvis"], lm["left_hip"][:, 1]), 0.0), (spine[0], 0.0),
             ((spine[0] + spine[1]) / 2, 0.0), (spine[1], 0.0), ((spine[1] + spine[2]) / 2, 0.0), (spine[2], 0.0),
             (at_y(spine[3], (spine[3][:, 1] + sh_y - 0.035 * s) / 2), 0.0),
             (at_y(spine[3], sh_y - 0.035 * s), 0.0),  # armpits: bottom of the arm holes
             (at_y(spine[3], sh_y), 0.0),  # shoulder joints: middle of the arm holes
-            # a fan from the shoulder line: the tops of the arm holes, then the slope to the base of the neck
-            (at_y(spine[3], sh_y), 0.5),
-            (at_y(spine[3], sh_y), 0.7 + 0.12 * torch.cos(phi_t) ** 2),  # steeper at the sides
-            (lm["neck"] + torch.stack([zero, 0.03 * s, zero], -1), 0.0),
+            (at_y(spine[3], sh_y), 0.5),  # tops of the arm holes: rays tilted up from the shoulder line
+            # the slope to the neck, from halfway between the shoulder line and mid-neck (so the rings stay
+            # in order for short and long necks alike), steeper at the sides
+            ((at_y(spine[3], sh_y) + mid_neck) / 2, 0.3 + 0.2 * torch.cos(phi_t) ** 2),
+            (mid_neck, 0.0),
             (lm["head"], 0.0),  # level with the jaw: the front rays make the chin
         ]
         head_lams = (-0.3, 0.1, 0.5, 0.85, 1.2)
