@@ -19,11 +19,12 @@ from torch import nn
 from reid3dsl.config import Config
 from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
 from reid3dsl.train import tracking
-from reid3dsl.train.objective import Projection
+from reid3dsl.train.objective import Objective, Projection
 from reid3dsl.train.precision import Precision
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
+QUALITY_IMAGES = 64
 
 
 def export_model(module: nn.Module, cfg: Config, num_classes: int, path: Path) -> Path:
@@ -45,21 +46,72 @@ class Evaluator:
         self.world_size = world_size
         self.run_id = run_id
         self.projection = projection
+        if projection is not None:
+            from reid3dsl.body.render import SilhouetteRenderer
+
+            # Evaluation renders even when the silhouette loss is off (its ablation still reports IoU).
+            self.renderer = projection.renderer or SilhouetteRenderer(cfg.body)
 
     def evaluate(self, module: nn.Module, precision: Precision, final: bool) -> dict[str, float]:
-        """Metrics on rank 0 (`{}` elsewhere); every rank must call it (the features are gathered)."""
+        """Metrics on rank 0 (`{}` elsewhere); every rank must call it (features and counts are gathered)."""
         split_feats = {}
         for split in ("query", "gallery"):
             local = extract_split(module, self.cfg, split, self.rank, self.world_size, self.device, precision)
             split_feats[split] = gather_to_rank0(local, self.rank, self.world_size)
+        quality = self._shape_quality(module, precision) if self.projection is not None else {}
         if self.rank != 0:
             return {}
         query, gallery = split_feats["query"], split_feats["gallery"]
         assert query is not None and gallery is not None
-        metrics = protocol_table(self.cfg, query, gallery)
+        metrics = {**protocol_table(self.cfg, query, gallery), **quality}
         if final and self.run_id is not None:
             self._log_pictures(module, precision, query, gallery)
         return metrics
+
+    def _predict_3d(self, module: nn.Module, precision: Precision, batch: dict[str, Any],
+                    size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3D stream's silhouettes (B, *size) and keypoints (B, 17, 2) in shape-image pixels for `batch`."""
+        assert self.projection is not None
+        was_training = module.training
+        module.eval()
+        with torch.no_grad(), precision.autocast():
+            out_shape = module(batch["image"].to(self.device), batch["shape_image"].to(self.device))["shape"]
+        module.train(was_training)
+        with torch.no_grad():
+            projected = Objective(self.cfg, self.projection, False).project(out_shape)
+            sil = self.renderer.render(projected["vertices"], self.projection.body.faces, projected["cam_t"], size)
+        return sil, projected["keypoints_2d"]
+
+    def _shape_quality(self, module: nn.Module, precision: Precision) -> dict[str, float]:
+        """How well the 3D stream explains the images: silhouette IoU (rendered at the mask resolution, > 0.5)
+        and keypoint error (mean distance over visible keypoints, in units of the image height) against the
+        data's masks and keypoints — the renderer's ground truth on the embedded set — over up to
+        QUALITY_IMAGES query images per rank. Collective: every rank calls it."""
+        import torch.distributed as dist
+
+        from reid3dsl.data.pipeline import eval_batches
+
+        sums = torch.zeros(4, dtype=torch.float64)  # IoU sum, masks, keypoint error sum, visible keypoints
+        sil_size = (self.cfg.data.sil_height, self.cfg.data.sil_width)
+        seen = 0
+        for batch in eval_batches(self.cfg, "query", self.rank, self.world_size, 32):
+            if seen >= QUALITY_IMAGES:
+                break
+            seen += len(batch["key"])
+            sil, kp = self._predict_3d(module, precision, batch, sil_size)
+            has = batch["has_mask"]
+            pred, target = sil[has].cpu() > 0.5, batch["mask"][has] > 0.5
+            inter, union = (pred & target).sum((1, 2)), (pred | target).sum((1, 2)).clamp_min(1)
+            sums[0] += (inter / union).sum().item()
+            sums[1] += int(has.sum())
+            visible = batch["keypoints"][..., 2] > 0
+            err = (kp.cpu() - batch["keypoints"][..., :2]).norm(dim=-1) / self.cfg.data.shape_height
+            sums[2] += err[visible].sum().item()
+            sums[3] += int(visible.sum())
+        if self.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(sums)
+        return {"eval/3d/silhouette_iou": float(sums[0] / sums[1].clamp_min(1)),
+                "eval/3d/keypoint_error": float(sums[2] / sums[3].clamp_min(1))}
 
     def _log_pictures(self, module: nn.Module, precision: Precision, query: SplitFeatures,
                       gallery: SplitFeatures) -> None:
@@ -76,24 +128,10 @@ class Evaluator:
         from reid3dsl.data.pipeline import eval_batches
         from reid3dsl.data.transforms import denormalize
 
-        assert self.projection is not None
         batch = next(iter(eval_batches(self.cfg, "query", 0, 1, 8)))
-        was_training = module.training
-        module.eval()
-        with torch.no_grad(), precision.autocast():
-            out_shape = module(batch["image"].to(self.device), batch["shape_image"].to(self.device))["shape"]
-        module.train(was_training)
-        from reid3dsl.train.objective import Objective
-
-        projected = Objective(self.cfg, self.projection, False).project(out_shape)
-        proj = self.projection
         size = (self.cfg.data.shape_height, self.cfg.data.shape_width)
-        sil = proj.renderer.render(projected["vertices"], proj.body.faces, projected["cam_t"], size) \
-            if proj.renderer is not None else None
-        return overlay_grid(
-            denormalize(batch["shape_image"]), sil, projected["keypoints_2d"].detach().cpu(),
-            batch["keypoints"], batch["mask"], out,
-        )
+        sil, kp = self._predict_3d(module, precision, batch, size)
+        return overlay_grid(denormalize(batch["shape_image"]), sil, kp.cpu(), batch["keypoints"], batch["mask"], out)
 
     def finish(self, module: nn.Module, precision: Precision) -> None:
         """Rank 0: export the network and log it to MLflow."""
