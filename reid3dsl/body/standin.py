@@ -658,10 +658,16 @@ def generate(resolution: str = "low", seed: int = 0) -> StandinModel:
     z = rng.multivariate_normal(np.zeros(len(PARAMS)), cov, size=POPULATION)
     z = np.clip(z, -3 * PARAM_STD, 3 * PARAM_STD)
     factors = np.concatenate([np.ones((1, len(PARAMS))), 1.0 + z], axis=0)  # row 0: the mean body
-    # Few, large tensor operations: thousands of small ones stall badly when the CPU is shared.
+    # Few, large tensor operations, on one thread: element-wise work gains little from a second thread,
+    # and on a shared, oversubscribed CPU torch's thread pool makes it about ten times slower.
     chunk = -(-len(factors) // k**2)
-    parts = [_make_bodies(factors[i:i + chunk], k)
-             for i in progress(range(0, len(factors), chunk), desc=f"stand-in body ({resolution})", unit="chunk")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parts = [_make_bodies(factors[i:i + chunk], k) for i in
+                 progress(range(0, len(factors), chunk), desc=f"stand-in body ({resolution})", unit="chunk")]
+    finally:
+        torch.set_num_threads(threads)
     faces, region = parts[0].faces, parts[0].region
     if any(not np.array_equal(p.faces, faces) for p in parts):
         raise RuntimeError("stand-in generator: topology differs between bodies")
