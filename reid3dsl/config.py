@@ -76,9 +76,13 @@ class BodyConfig(_Section):
     num_betas: int = Field(10, ge=1, le=300)
     focal_length: float = Field(5000.0, gt=0, description="camera focal length in pixels of a crop focal_res high")
     focal_res: float = Field(224.0, gt=0, description="crop height (pixels) that focal_length refers to")
-    sil_sigma: float = Field(1e-4, gt=0, description="soft rasteriser blur (sigma)")
+    sil_sigma: float = Field(1e-4, gt=0, description="soft rasteriser blur (sigma, squared NDC units)")
     sil_gamma: float = Field(1e-4, gt=0, description="soft rasteriser opacity (gamma)")
-    faces_per_pixel: int = Field(8, ge=1, le=100)
+    faces_per_pixel: int = Field(
+        8, ge=1, le=100,
+        description="faces blended per pixel; must cover the faces within the blur: 8 for the low stand-in, "
+        "32 for the full one or real SMPL (else the silhouette gets holes)",
+    )
 
 
 class ModelConfig(_Section):
