@@ -37,7 +37,7 @@ def test_discriminator_separates_prior_poses_from_random_rotations() -> None:
         quat = torch.nn.functional.normalize(torch.randn(n * 24, 4, generator=g), dim=-1)
         return quaternion_to_matrix(quat).reshape(n, 24, 3, 3), torch.randn(n, 10, generator=g)
 
-    for _ in range(120):
+    for _ in range(200):
         loss = losses.lsgan_discriminator_loss(disc(*prior.sample(32, g)), disc(*fakes(32)))
         opt.zero_grad()
         loss.backward()
