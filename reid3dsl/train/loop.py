@@ -115,7 +115,7 @@ def _skip(cfg: Config, state: TrainState, bad: str, precision: Precision) -> Non
     if state.bad_in_a_row == 0:
         state.first_bad = bad
     state.bad_in_a_row += 1
-    log.warning("step %d: non-finite %s; step skipped on every rank for both engines", state.step, bad)
+    log.warning("step %d: non-finite %s; update skipped on every rank and every engine", state.step, bad)
     if state.bad_in_a_row >= cfg.train.max_bad_steps:
         raise FloatingPointError(f"{state.bad_in_a_row} non-finite steps in a row (first bad: {state.first_bad}, "
                                  f"at step {state.step - state.bad_in_a_row + 1}); aborting")
