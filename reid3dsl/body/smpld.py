@@ -53,6 +53,11 @@ class SMPLD(nn.Module):
         return int(self.smpl.v_template.shape[0])
 
     @property
+    def template(self) -> torch.Tensor:
+        """The mean body in the rest pose, (V, 3), y up."""
+        return self.smpl.v_template
+
+    @property
     def num_betas(self) -> int:
         return int(self.smpl.num_betas)
 

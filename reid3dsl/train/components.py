@@ -46,7 +46,7 @@ def build_body(cfg: Config, device: torch.device) -> BodyParts:
     rotmats, _ = prior.sample(1024, torch.Generator().manual_seed(0))
     mean_pose = mean_rotation(rotmats.float().cpu())
     mean_pose[0] = torch.tensor(UPRIGHT_FACING_CAMERA)
-    groups = stripe_vertex_groups(body.smpl.v_template.cpu(), cfg.model.num_parts) if cfg.model.mgs else None
+    groups = stripe_vertex_groups(body.template.cpu(), cfg.model.num_parts) if cfg.model.mgs else None
     return BodyParts(body, renderer, prior, mean_pose, groups)
 
 
