@@ -118,7 +118,7 @@ def two_node_run(
             job = cluster.run(
                 [sys.executable, ROOT / "ray_job.py", "--config", ROOT / "configs" / "smoke.yaml", *_as_sets([
                     f"cluster.address={cluster.address}", "cluster.num_workers=2", "cluster.cpus_per_worker=1",
-                    "cluster.name=two-nodes", f"cluster.storage_path=s3://{BUCKET}/checkpoints",
+                    "cluster.name=two-nodes", f"cluster.storage_path=s3://{BUCKET}/checkpoints", "train.epochs=1",
                     f"data.root=s3://{BUCKET}/toy", "data.synthesize=false", *s3_sets,
                     f"body.standin_dir={standin_dir}", f"tracking.uri={mlflow_uri}",
                 ])],
@@ -232,5 +232,5 @@ def test_both_workers_train_one_run_tracked_on_the_head_with_checkpoints_on_s3(
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["cluster.num_workers"] == "2"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/total")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/total")] == [1, 2]
     assert {"loss/discriminator", "eval/cc/fused/rank1", "eval/standard/rgb/mAP"} <= set(run.data.metrics)
