@@ -18,10 +18,6 @@ merges it into bench/results.json under "eval".
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -34,11 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.common import RESULTS, Figure, figure, machine, merge_results
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.eval.metrics import Features, GalleryDistances, evaluate
 from reid3dsl.eval.reference import evaluate_reference
-
-RESULTS = Path(__file__).with_name("results.json")
 
 
 @dataclass(frozen=True)
@@ -158,23 +153,11 @@ def run_case(case: Case, chunk_size: int) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    flags = next((set(line.split(":", 1)[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), set())
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "simd": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "load_avg_1min_at_start": os.getloadavg()[0],
-    }
+def summary(rows: list[dict[str, Any]]) -> list[Figure]:
+    """The benchmark table's lines: queries per second of evaluate against the reference, per case."""
+    return [figure("eval", f"evaluate, {r['name']} {r['num_q']} x {r['num_g']}, {r['source']}",
+                   r["num_q"] / r["seconds"], "per-query numpy reference", r["num_q"] / r["reference_seconds_scaled"],
+                   "queries/s") for r in rows]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -212,13 +195,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load {info['load_avg_1min_at_start']:.1f} at start; reference scaled from its subset; peak+ = "
           "growth of peak RSS during the call")
     print(table(rows))
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["eval"] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": info,
-        "cases": rows,
-    }
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    merge_results(args.out, "eval", {"cases": rows}, info, summary(rows))
     print(f"results: {args.out} (key 'eval')")
 
 
