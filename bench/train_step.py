@@ -1,19 +1,20 @@
 """Training-step benchmark: the full 3DSL step against the RGB-only baseline, and where a 3DSL step's time goes.
 
 Both models are built from the same config (`--config`, default the demo's) by `build_components` and
-wrapped by `init_engines` in one process under a one-rank gloo group, at the per-worker batch of the config
-(`train.batch_size / cluster.num_workers`), its input sizes and its precision policy (`train.precision`;
-`auto` is bf16 on CPUs with native bf16, fp32 otherwise). They train on the same few batches drawn from the
-pipeline beforehand (so loading is not timed), through the job's own `train_step`: one step of each per
-round, after warm-up rounds; the median step time of each is reported and their ratio.
+wrapped by `init_engines` in one process under a one-rank gloo group, at the config's per-worker batch
+(`train.batch_size / cluster.num_workers`), per-worker threads (`cluster.cpus_per_worker`: Ray sets a worker's
+OMP_NUM_THREADS so), input sizes and precision policy (`train.precision`; `auto` is bf16 on CPUs with native
+bf16, fp32 otherwise). They train on the same few batches drawn from the pipeline beforehand (so loading is
+not timed), through the job's own `train_step`: one step of each per round, after warm-up rounds; the median
+step time of each is reported and their ratio.
 
-The split of a 3DSL step comes from `torch.profiler` over a few more steps of the same engines. Labels are put
-around the real code paths — the two backbone trunks, the rest of the network (heads, regressor, shape
-encoder), the objective's loss terms, its SMPL+D projection, the renderer, the discriminator (its forward
-passes, backward and step) and the network engine's optimizer step — and every backward op is charged to the
-label of the forward op that created it (autograd's sequence numbers). What no label covers (gradient
-accumulation and finiteness checks, DeepSpeed's bookkeeping, copies) is "other". Shares are of the profiled
-time. Prints a table and merges it into bench/results.json under "train_step".
+The split of a 3DSL step: ranges (`Clock`) are put around the real code paths — the two backbone trunks, the
+rest of the network (heads, regressor, shape encoder), the objective's loss terms, its SMPL+D projection, the
+renderer, the discriminator (forward passes and step) and the network engine's optimizer step. `torch.profiler`
+over a few more steps charges every op to its range, and every backward op to the range of the forward op that
+made it (autograd's sequence numbers); each part is then corrected for the profiler's own cost, and what no
+range covers (gradient accumulation and finiteness checks, DeepSpeed's bookkeeping, copies) is "other"
+(`profile_split`). Prints a table and merges it into bench/results.json under "train_step".
 
     python -m bench.train_step [--config configs/demo.yaml] [--set section.key=value ...] [--quick]
                                [--repeats 10] [--profile-steps 3]
@@ -26,6 +27,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import socket
 import sys
@@ -104,48 +106,68 @@ def seconds(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
-def _labelled(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.profiler.record_function(label):
-            return fn(*args, **kwargs)
+class Clock:
+    """Labelled ranges around real code paths: a `torch.profiler` range each, and its exclusive wall time (time in
+    nested ranges belongs to those) summed per label until `take()`."""
 
-    return wrapper
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+        self._open: list[tuple[str, float, Any]] = []
+        self._nested: list[float] = []
 
-
-def _label_module(module: nn.Module, label: str) -> None:
-    """Open a profiler range named `label` around every forward of `module` (hooks: the module is not changed)."""
-    open_ranges: list[Any] = []
-
-    def enter(*_: Any) -> None:
+    def enter(self, label: str) -> None:
         rf = torch.profiler.record_function(label)
         rf.__enter__()
-        open_ranges.append(rf)
+        self._open.append((label, time.perf_counter(), rf))
+        self._nested.append(0.0)
 
-    def leave(*_: Any) -> None:
-        open_ranges.pop().__exit__(None, None, None)
+    def leave(self) -> None:
+        label, start, rf = self._open.pop()
+        rf.__exit__(None, None, None)
+        total = time.perf_counter() - start
+        self.spent[label] += total - self._nested.pop()
+        if self._nested:
+            self._nested[-1] += total
 
-    module.register_forward_pre_hook(enter)
-    module.register_forward_hook(leave)
+    def wrap(self, fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.enter(label)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.leave()
+
+        return wrapper
+
+    def hook(self, module: nn.Module, label: str) -> None:
+        """A range around every forward of `module` (hooks: the module itself is not changed)."""
+        module.register_forward_pre_hook(lambda *_: self.enter(label))
+        module.register_forward_hook(lambda *_: self.leave())
+
+    def take(self) -> dict[str, float]:
+        out = dict(self.spent)
+        self.spent.clear()
+        return out
 
 
-def label_parts(trainer: Trainer) -> None:
-    """Put the profiler labels of `PARTS` around the real code paths of `trainer`'s 3DSL step."""
+def label_parts(trainer: Trainer, clock: Clock) -> None:
+    """Put `clock`'s ranges, named after `PARTS`, around the real code paths of `trainer`'s 3DSL step."""
     parts, net = trainer.parts, trainer.parts.network
-    _label_module(net, "heads")  # innermost label wins: the trunks inside are "backbones"
-    for trunk in (net.rgb.trunk if net.rgb is not None else None, net.shape.trunk if net.shape is not None else None):
-        if trunk is not None:
-            _label_module(trunk, "backbones")
+    clock.hook(net, "heads")  # nested ranges own their time: the trunks inside are "backbones"
+    for stream in (net.rgb, net.shape):
+        if stream is not None:
+            clock.hook(stream.trunk, "backbones")
     objective = parts.objective
-    objective.generator_terms = _labelled(objective.generator_terms, "losses")  # type: ignore[method-assign]
-    objective.project = _labelled(objective.project, "smpl")  # type: ignore[method-assign]
+    objective.generator_terms = clock.wrap(objective.generator_terms, "losses")  # type: ignore[method-assign]
+    objective.project = clock.wrap(objective.project, "smpl")  # type: ignore[method-assign]
     if objective.projection is not None and objective.projection.renderer is not None:
         renderer = objective.projection.renderer
-        renderer.render = _labelled(renderer.render, "renderer")
+        renderer.render = clock.wrap(renderer.render, "renderer")
     if trainer.disc_engine is not None:
-        _label_module(trainer.disc_engine.module, "discriminator")
-        trainer.disc_engine.step = _labelled(trainer.disc_engine.step, "discriminator")
-    trainer.engine.step = _labelled(trainer.engine.step, "optimizer")
+        clock.hook(trainer.disc_engine.module, "discriminator")
+        trainer.disc_engine.step = clock.wrap(trainer.disc_engine.step, "discriminator")
+    trainer.engine.step = clock.wrap(trainer.engine.step, "optimizer")
 
 
 BACKWARD = "autograd::engine::evaluate_function"
@@ -177,22 +199,35 @@ def attribute(events: list[Any]) -> dict[str, float]:
     return dict(spent)
 
 
-def profile_split(trainer: Trainer, batches: list[dict[str, Any]], steps: int) -> dict[str, Any]:
-    """Shares of a 3DSL step's time per part over `steps` profiled steps (labels put on `trainer` for good)."""
+def _mean(snapshots: list[dict[str, float]]) -> dict[str, float]:
+    return {p: sum(s.get(p, 0.0) for s in snapshots) / len(snapshots) for p in PARTS}
+
+
+def profile_split(trainer: Trainer, clock: Clock, batches: list[dict[str, Any]], steps: int, step_s: float,
+                  ranges_s: dict[str, float]) -> dict[str, Any]:
+    """Milliseconds of a median 3DSL step (`step_s`) per part, from `steps` profiled steps.
+
+    The profiler charges backward work to the part whose forward made it, but recording an op costs it time, which
+    inflates parts made of many small ops (pytorch3d's CPU rasteriser indexes tensors element by element) far more
+    than parts made of a few big ones (convolutions). So each part's profiled time is divided by its own inflation:
+    the time `clock` measured in its ranges while profiling over `ranges_s`, the same ranges' time in unprofiled
+    steps. "other" (gradient checks and accumulation, DeepSpeed's bookkeeping, copies) is what remains of `step_s`."""
     from torch.profiler import ProfilerActivity, profile
 
-    label_parts(trainer)
-    trainer.step(batches[0])  # the wrappers' first call outside the profile
+    snapshots = []
     wall = 0.0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in itertools.islice(itertools.cycle(batches), steps):
             wall += seconds(lambda b=batch: trainer.step(b))
-    spent = attribute(list(prof.events()))
-    total_us = wall * 1e6
-    # What no top-level event covers (Python between ops) is "other" too.
-    spent["other"] = spent.get("other", 0.0) + max(0.0, total_us - sum(spent.values()))
-    return {"profiled_steps": steps, "profiled_step_ms": wall / steps * 1e3,
-            "share": {p: spent.get(p, 0.0) / sum(spent.values()) for p in PARTS}}
+            snapshots.append(clock.take())
+    profiled = {p: us / 1e6 / steps for p, us in attribute(list(prof.events())).items()}
+    ranges_profiled = _mean(snapshots)
+    inflation = {p: ranges_profiled[p] / ranges_s[p] if ranges_s.get(p) else 1.0 for p in PARTS if p != "other"}
+    seconds_per_part = {p: profiled.get(p, 0.0) / inflation[p] for p in inflation}
+    seconds_per_part["other"] = max(0.0, step_s - sum(seconds_per_part.values()))
+    return {"profiled_steps": steps, "profiled_step_ms": wall / steps * 1e3, "inflation": inflation,
+            "profiled_ms": {p: 1e3 * profiled.get(p, 0.0) for p in PARTS},
+            "ms": {p: 1e3 * v for p, v in seconds_per_part.items()}}
 
 
 def _variant(cfg: Config, streams: str) -> Config:
@@ -205,18 +240,31 @@ def measure(cfg: Config, repeats: int, warmup: int, profile_steps: int) -> tuple
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": per_worker})})
     if cfg.model.streams != "both":
         raise UserError(f"model.streams = {cfg.model.streams}: the 3DSL step needs both streams (expected both)")
+    # A Ray worker runs with OMP_NUM_THREADS = its whole CPUs (at least 1): time the step as a worker runs it.
+    torch.set_num_threads(max(1, math.floor(cfg.cluster.cpus_per_worker)))
     with process_group():
         full = Trainer(cfg)
         rgb = Trainer(_variant(cfg, "rgb"))
         batches = list(itertools.islice(full.parts.train_batches, BATCHES))
         full.parts.train_batches.close()  # stops the loader worker: nothing else runs while steps are timed
+        clock = Clock()
+        label_parts(full, clock)
+        ranges: list[dict[str, float]] = []  # the clock's per-part times of every 3DSL step
+
+        def full_step() -> float:
+            took = seconds(lambda: full.step(next(cycles["3dsl"])))
+            ranges.append(clock.take())
+            return took
+
         cycles = {"3dsl": itertools.cycle(batches), "rgb": itertools.cycle(batches)}  # the same batches in turn
         load_before = load_avg()
-        runs = rounds({"3dsl": lambda: seconds(lambda: full.step(next(cycles["3dsl"]))),
-                       "rgb": lambda: seconds(lambda: rgb.step(next(cycles["rgb"])))}, repeats, warmup)
+        runs = rounds({"3dsl": full_step, "rgb": lambda: seconds(lambda: rgb.step(next(cycles["rgb"])))},
+                      repeats, warmup)
         load_after = load_avg()
-        split = profile_split(full, batches, profile_steps) if profile_steps else None
-    step_ms = {name: median(values) * 1e3 for name, values in runs.items()}
+        step_ms = {name: median(values) * 1e3 for name, values in runs.items()}
+        split = None
+        if profile_steps:
+            split = profile_split(full, clock, batches, profile_steps, step_ms["3dsl"] / 1e3, _mean(ranges[warmup:]))
     precision = full.precision.name
     image = f"{cfg.data.height}x{cfg.data.width}"
     figures = [figure("train_step", f"3DSL step (batch {per_worker}, {image}, {precision})", step_ms["3dsl"],
@@ -236,11 +284,11 @@ def measure(cfg: Config, repeats: int, warmup: int, profile_steps: int) -> tuple
 def split_table(details: dict[str, Any]) -> str:
     split = details["split"]
     step = details["step_ms"]["3dsl"]
-    lines = [f"where a 3DSL step's time goes ({split['profiled_steps']} profiled steps; shares of the profiled time, "
-             f"ms = share x the {step:.0f} ms median step)"]
+    lines = [f"where a 3DSL step's {step:.0f} ms go (profiler over {split['profiled_steps']} steps, each part "
+             "corrected for the profiler's cost by its own ranges' unprofiled time)"]
     for part in PARTS:
-        share = split["share"][part]
-        lines.append(f"  {PART_NAMES[part]:<55} {100 * share:5.1f}%  {share * step:7.1f} ms")
+        ms = split["ms"][part]
+        lines.append(f"  {PART_NAMES[part]:<55} {ms:7.1f} ms  {100 * ms / step:5.1f}%")
     return "\n".join(lines)
 
 
@@ -263,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = prepare(config_from_args(args))
     repeats, warmup, profiled = (2, 1, 1) if args.quick else (args.repeats, args.warmup, args.profile_steps)
     details, figures = measure(cfg, repeats, warmup, profiled)
-    print(f"training step, one process, {details['torch_threads']} torch threads, median of {repeats} rounds — "
-          f"{info['cpu']}, {info['logical_cpus']} CPUs, load {details['load_avg_before']:.1f} → "
+    print(f"training step, one process, {details['torch_threads']} torch thread(s) as a worker has, median of "
+          f"{repeats} rounds — {info['cpu']}, {info['logical_cpus']} CPUs, load {details['load_avg_before']:.1f} → "
           f"{details['load_avg_after']:.1f}")
     print(table(figures))
     if details["split"] is not None:
