@@ -99,6 +99,7 @@ class ModelConfig(_Section):
     num_parts: int = Field(6, ge=1, le=24, description="body-part features of MGS")
     regressor_iterations: int = Field(3, ge=1, le=10)
     max_displacement: float = Field(0.05, gt=0, le=1, description="bound of |δ| per axis, metres")
+    shape_init: str | None = Field(None, description="model.pt whose 3D stream (not its identity head) starts this one")
 
 
 class LossConfig(_Section):

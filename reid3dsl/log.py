@@ -19,6 +19,21 @@ _RANK: int | None = None
 FORMAT = "%(asctime)s %(levelname).1s [%(rank)s] %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (test runners and notebooks replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        del value
+
+
 class _RankFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.rank = "driver" if _RANK is None else f"rank {_RANK}"
@@ -35,7 +50,7 @@ def setup_logging(rank: int | None = None, level: int = logging.INFO) -> None:
     for name in ("reid3dsl", "shards", "__main__"):
         logger = logging.getLogger(name)
         if not any(getattr(h, "_reid3dsl", False) for h in logger.handlers):
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
             handler.addFilter(_RankFilter())
             handler._reid3dsl = True  # type: ignore[attr-defined]

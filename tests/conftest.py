@@ -114,3 +114,23 @@ def smoke_args(tmp_path_factory: pytest.TempPathFactory, standin_dir: str) -> Ca
         ]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def process_group() -> Iterator[None]:
+    """A one-process gloo group, as DeepSpeed expects one — for the whole session: DeepSpeed keeps the first
+    group it sees, so a group destroyed and made anew would leave it holding a dead one."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()

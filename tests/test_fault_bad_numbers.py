@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from test_train_step import process_group  # noqa: F401  (the one-process gloo group DeepSpeed needs)
 
 from reid3dsl.config import Config, load_config
 from reid3dsl.train.checkpoint import TrainState
@@ -59,7 +58,7 @@ def _poison(param: torch.nn.Parameter) -> Any:
     ("network", "fp32", 1), ("network", "fp32", 0), ("network", "bf16", 1), ("discriminator", "fp32", 1),
 ])
 def test_a_non_finite_gradient_skips_the_step_for_both_engines_and_leaves_no_trace(
-    process_group: None, data_root: str, standin_dir: str, precision: str, zero_stage: int,  # noqa: F811
+    process_group: None, data_root: str, standin_dir: str, precision: str, zero_stage: int,
     engine_name: str,
 ) -> None:
     cfg, parts, engine, disc_engine, prec = _setup(data_root, standin_dir, f"train.precision={precision}",
@@ -85,7 +84,7 @@ def test_a_non_finite_gradient_skips_the_step_for_both_engines_and_leaves_no_tra
 
 
 def test_non_finite_loss_steps_are_skipped_and_a_streak_aborts_naming_the_first_bad_term(
-    process_group: None, data_root: str, standin_dir: str  # noqa: F811
+    process_group: None, data_root: str, standin_dir: str
 ) -> None:
     cfg, parts, engine, disc_engine, prec = _setup(data_root, standin_dir, "train.max_bad_steps=3")
     state = TrainState()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,6 @@ from reid3dsl.train.loop import init_engines, train_step
 from reid3dsl.train.precision import resolve_precision
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def process_group() -> Iterator[None]:
-    """A one-process gloo group, as DeepSpeed expects one."""
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        dist.init_process_group("gloo", rank=0, world_size=1)
-        yield
-        dist.destroy_process_group()
 
 
 def _config(root: str, body_dir: str, *overrides: str) -> Config:

@@ -18,25 +18,19 @@ PROTOCOLS = ("standard", "cc", "sc", "prcc")
 
 
 def load_exported(path: Path, overrides: list[str]) -> tuple[object, torch.nn.Module]:
-    """model.pt → (config with `overrides`, network with the trained weights, in eval mode)."""
-    from reid3dsl.config import Config, load_config
-    from reid3dsl.train.components import build_body, build_network
-
-    if not path.is_file():
-        raise UserError(f"checkpoint '{path}': not found (expected a model.pt exported by the training job)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        base = Config.model_validate(saved["config"])
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise UserError(f"checkpoint '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
+    """model.pt → (its config with `overrides`, the network with the trained weights, in eval mode)."""
     import tempfile
 
+    from reid3dsl.config import load_config
+    from reid3dsl.train.components import build_body, build_network
+    from reid3dsl.train.evaluator import read_exported
+
+    saved = read_exported(path)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file = Path(tmp) / "config.yaml"
-        cfg_file.write_text(base.to_yaml())
+        cfg_file.write_text(saved["config"].to_yaml())
         cfg = load_config(cfg_file, overrides)
-    device = torch.device("cpu")
-    body = build_body(cfg, device) if cfg.model.streams != "rgb" else None
+    body = build_body(cfg, torch.device("cpu")) if cfg.model.streams != "rgb" else None
     network = build_network(cfg, saved["num_classes"], body)
     network.load_state_dict(saved["state_dict"])
     return cfg, network.eval()

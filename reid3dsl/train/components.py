@@ -60,6 +60,27 @@ def build_network(cfg: Config, num_classes: int, body: BodyParts | None) -> nn.M
                  part_groups=body.part_groups)
 
 
+def init_shape_stream(network: nn.Module, path: str) -> None:
+    """Start the 3D stream (E_3D, E_pose, E_shape) from the trained one in a model.pt — e.g. a 3D estimator
+    trained with the projection losses alone — while its identity head starts anew (the classes may differ)."""
+    from reid3dsl.errors import UserError
+    from reid3dsl.train.evaluator import read_exported
+
+    def estimator(key: str) -> bool:
+        return key.startswith("shape.") and not key.startswith("shape.neck.")
+
+    state = {k: v for k, v in read_exported(path)["state_dict"].items() if estimator(k)}
+    wanted = {k for k in network.state_dict() if estimator(k)}
+    if not wanted or set(state) != wanted:
+        raise UserError(f"model.shape_init '{path}': its 3D stream does not match this one "
+                        f"({len(set(state) ^ wanted)} differing tensors; same backbone, body model and MGS expected)")
+    try:
+        network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise UserError(f"model.shape_init '{path}': tensor sizes differ from this 3D stream ({exc})") from None
+    log.info("3D stream initialised from %s", path)
+
+
 def make_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
     """One client optimizer (DeepSpeed takes one per engine) with two groups: the ReID parts at `train.lr`
     and the 3D estimator (E_3D, E_pose, E_shape) at `train.lr_3d`. No weight decay on norms and biases."""
@@ -111,7 +132,10 @@ def build_components(cfg: Config, device: torch.device, rank: int, world_size: i
     index = load_index(cfg.data.root, cfg.data)
     streams = frozenset({"rgb": {"rgb"}, "3d": {"shape"}, "both": {"rgb", "shape"}}[cfg.model.streams])
     body = build_body(cfg, device) if "shape" in streams else None
-    network = build_network(cfg, index.num_classes, body).to(device)
+    network = build_network(cfg, index.num_classes, body)
+    if body is not None and cfg.model.shape_init:
+        init_shape_stream(network, cfg.model.shape_init)
+    network = network.to(device)
     projection = None
     if body is not None:
         from reid3dsl.body.camera import normalized_focal

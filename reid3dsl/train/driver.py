@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 # The config's local paths (besides data.train_urls and a sqlite tracking URI): `prepare` makes them absolute,
 # `pinned_paths` turns the relative ones into overrides for a job that runs in a copy of the project.
 PATH_FIELDS = (("data", "root"), ("body", "standin_dir"), ("body", "model_path"), ("body", "prior_path"),
-               ("model", "pretrained_path"), ("model", "shape_pretrained_path"), ("cluster", "storage_path"))
+               ("model", "pretrained_path"), ("model", "shape_pretrained_path"), ("model", "shape_init"),
+               ("cluster", "storage_path"))
 
 
 def _is_relative(path: str) -> bool:
@@ -80,8 +81,9 @@ def prepare(cfg: Config) -> Config:
 
 
 def check_inputs(cfg: Config, index: DatasetIndex) -> None:
-    """Reject here, in one line and before Ray starts, what every worker would fail on: the body model and the
-    pose prior (loaded once, as the workers load them) and explicit training shards that are missing or not URLs
+    """Reject here, in one line and before Ray starts, what every worker would fail on: the body model, the
+    pose prior and the 3D stream's initial model (loaded once, as the workers load them) and explicit training
+    shards that are missing or not URLs
     (shards listed by index.json are trusted; one that later turns out unreadable is skipped and counted)."""
     from reid3dsl.data.pipeline import training_shards
     from reid3dsl.data.s3 import is_s3, parse_s3_url
@@ -92,6 +94,10 @@ def check_inputs(cfg: Config, index: DatasetIndex) -> None:
 
         load_body_model(cfg.body)
         load_prior(cfg.body)
+        if cfg.model.shape_init:
+            from reid3dsl.train.evaluator import read_exported
+
+            read_exported(cfg.model.shape_init)
     if cfg.data.train_urls:
         for shard in training_shards(cfg, index):
             if is_s3(shard.url):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from reid3dsl.config import Config
+from reid3dsl.errors import UserError
 from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
 from reid3dsl.train import tracking
 from reid3dsl.train.objective import Objective, Projection
@@ -32,6 +33,28 @@ def export_model(module: nn.Module, cfg: Config, num_classes: int, path: Path) -
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
     torch.save({"config": cfg.to_dict(redact=True), "num_classes": num_classes, "state_dict": state}, path)
     return path
+
+
+def read_exported(path: str | Path) -> dict[str, Any]:
+    """A model.pt of `export_model` → {"config": Config, "num_classes": int, "state_dict": dict}.
+
+    Secrets were redacted on export; they come back unset (give them again through the config or environment)."""
+    from reid3dsl.config import REDACTED
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file '{path}': not found (expected a model.pt exported by the training job)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        tree = saved["config"]
+        for section in tree.values():
+            for key, value in list(section.items()):
+                if value == REDACTED:
+                    section[key] = None
+        return {"config": Config.model_validate(tree), "num_classes": int(saved["num_classes"]),
+                "state_dict": dict(saved["state_dict"])}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise UserError(f"model file '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
 
 
 class Evaluator:
