@@ -12,8 +12,9 @@ streams, the files as one GET per image and per mask. Every loader must produce 
 same keys (checked first). Then, round by round (`bench.common.rounds`), one pass of each over all samples:
 (a) shard loader vs file loader, local disk; (b) shard loader from S3 vs from local disk; (c) shard loader
 vs file loader, both from S3; (d) the shard reader itself (`iter_samples`, one process) vs decoding the same
-sample bytes already in memory (`decode_sample`), with the tar iteration alone timed to show where the rest
-of the reader's time goes. Prints a table and merges it into bench/results.json under "data".
+sample bytes already in memory (`decode_sample`), with the tar iteration alone timed — as the shards were
+written and re-packed without a PAX header per member — to show where the rest of the reader's time goes.
+Prints a table and merges it into bench/results.json under "data".
 
     python -m bench.data [--config configs/demo.yaml] [--set section.key=value ...] [--quick] [--repeats 5]
 """
@@ -42,7 +43,7 @@ from reid3dsl.data.schema import MASK_EXT, Sample, SampleError, SampleMeta, chec
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.log import progress, setup_logging
 
-log = logging.getLogger("bench.data")
+log = logging.getLogger(__name__)
 BUCKET = "bench"
 SPLIT = "gallery"  # the one split of the benchmark's data set (eval_batches reads query or gallery)
 ANNOTATIONS = "annotations.json"

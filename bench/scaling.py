@@ -26,7 +26,7 @@ from reid3dsl.config import Config, add_config_args, config_from_args
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.log import setup_logging
 
-log = logging.getLogger("bench.scaling")
+log = logging.getLogger(__name__)
 WORKERS = (1, 2)
 EPOCHS = 2
 

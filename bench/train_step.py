@@ -45,7 +45,7 @@ from reid3dsl.config import Config, add_config_args, config_from_args
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.log import setup_logging
 
-log = logging.getLogger("bench.train_step")
+log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 BATCHES = 4  # distinct batches the steps cycle through
 # Parts of a 3DSL step, in the order they are printed.
@@ -110,7 +110,8 @@ class Clock:
     """Labelled ranges around real code paths: a `torch.profiler` range each, and its exclusive wall time (time in
     nested ranges belongs to those) summed per label until `take()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
+        self.now = now
         self.spent: dict[str, float] = defaultdict(float)
         self._open: list[tuple[str, float, Any]] = []
         self._nested: list[float] = []
@@ -118,13 +119,13 @@ class Clock:
     def enter(self, label: str) -> None:
         rf = torch.profiler.record_function(label)
         rf.__enter__()
-        self._open.append((label, time.perf_counter(), rf))
+        self._open.append((label, self.now(), rf))
         self._nested.append(0.0)
 
     def leave(self) -> None:
         label, start, rf = self._open.pop()
         rf.__exit__(None, None, None)
-        total = time.perf_counter() - start
+        total = self.now() - start
         self.spent[label] += total - self._nested.pop()
         if self._nested:
             self._nested[-1] += total
@@ -186,16 +187,21 @@ def _owner(event: Any, forward_label: dict[int, str]) -> str:
     return "other"
 
 
-def attribute(events: list[Any]) -> dict[str, float]:
-    """Profiler events → microseconds per part: every event's self time, charged by `_owner` (so nothing is counted
-    twice, whatever ranges DeepSpeed or autograd nest around the ops)."""
+def owners(events: list[Any]) -> list[tuple[Any, str]]:
+    """Every profiler event with the part its own time is charged to (`_owner`)."""
     forward_label: dict[int, str] = {}
     for e in events:
         if e.sequence_nr >= 0 and e.sequence_nr not in forward_label and not e.name.startswith(BACKWARD):
             forward_label[e.sequence_nr] = _owner(e, {})
+    return [(e, _owner(e, forward_label)) for e in events]
+
+
+def attribute(events: list[Any]) -> dict[str, float]:
+    """Profiler events → microseconds per part: every event's self time, charged by `owners` (so nothing is counted
+    twice, whatever ranges DeepSpeed or autograd nest around the ops)."""
     spent: dict[str, float] = defaultdict(float)
-    for e in events:
-        spent[_owner(e, forward_label)] += e.self_cpu_time_total
+    for e, owner in owners(events):
+        spent[owner] += e.self_cpu_time_total
     return dict(spent)
 
 
