@@ -12,8 +12,8 @@ streams, the files as one GET per image and per mask. Every loader must produce 
 same keys (checked first). Then, round by round (`bench.common.rounds`), one pass of each over all samples:
 (a) shard loader vs file loader, local disk; (b) shard loader from S3 vs from local disk; (c) shard loader
 vs file loader, both from S3; (d) the shard reader itself (`iter_samples`, one process) vs decoding the same
-sample bytes already in memory (`decode_sample`), with the tar iteration alone timed — as the shards were
-written and re-packed without a PAX header per member — to show where the rest of the reader's time goes.
+sample bytes already in memory (`decode_sample`), with the tar iteration alone timed to show where the rest of
+the reader's time goes.
 Prints a table and merges it into bench/results.json under "data".
 
     python -m bench.data [--config configs/demo.yaml] [--set section.key=value ...] [--quick] [--repeats 5]
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,19 +50,13 @@ ANNOTATIONS = "annotations.json"
 QUICK_SAMPLES = 256
 
 
-def raw_samples(url: str, stream: BinaryIO | None = None) -> Iterator[dict[str, Any]]:
-    """The stored samples of one shard (opened from `url`, or read from `stream`) as webdataset groups them
-    (`__key__` + member bytes), undecoded."""
+def raw_samples(url: str) -> Iterator[dict[str, Any]]:
+    """The stored samples of one shard as webdataset groups them (`__key__` + member bytes), undecoded."""
     import webdataset as wds
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    with stream or wds.gopen(url) as opened:
+    with wds.gopen(url) as opened:
         yield from group_by_keys(tar_file_expander([{"url": url, "stream": opened}]))
-
-
-def tar_count(data: bytes) -> int:
-    """Samples in a tar held in memory (the tar iteration alone)."""
-    return sum(1 for _ in raw_samples("memory", io.BytesIO(data)))
 
 
 class FileFolder(Dataset):
@@ -205,18 +199,6 @@ def file_loader(cfg: Config, data: DataConfig, root: str, clothes: dict[str, int
     return run
 
 
-def repacked(raws: list[dict[str, Any]], mtime: int) -> bytes:
-    """The samples in one in-memory tar written by webdataset's TarWriter with an integer `mtime`. (Its default, the
-    float time of writing, costs every member an extra PAX header block that the reader must parse.)"""
-    import webdataset as wds
-
-    buf = io.BytesIO()
-    with wds.TarWriter(buf, mtime=mtime) as writer:
-        for raw in raws:
-            writer.write({k: v for k, v in raw.items() if k == "__key__" or not k.startswith("__")})
-    return buf.getvalue()
-
-
 def count(batches: Callable[[], Iterator[dict[str, Any]]]) -> Callable[[], int]:
     return lambda: sum(len(b["key"]) for b in batches())
 
@@ -271,11 +253,6 @@ def measure(cfg: Config, work: Path, limit: int | None, repeats: int) -> tuple[d
         timed["reader"] = functools.partial(rate, lambda: sum(1 for _ in iter_samples(shards, cfg.data, SkipCounter())))
         timed["decode"] = functools.partial(rate, lambda: sum(1 for raw in raws if decode_sample(raw)))
         timed["tar"] = functools.partial(rate, lambda: sum(1 for s in shards for _ in raw_samples(s.url)))
-        # Where the tar time goes: the shards' bytes as written vs the same samples without PAX headers, both in memory.
-        as_written = [Path(s.url).read_bytes() for s in shards]
-        no_pax = repacked(raws, mtime=0)
-        timed["tar_memory"] = functools.partial(rate, lambda: sum(tar_count(b) for b in as_written))
-        timed["tar_memory_int_mtime"] = functools.partial(rate, lambda: tar_count(no_pax))
         load_before = load_avg()
         runs = rounds(timed, repeats)
         load_after = load_avg()
@@ -283,7 +260,6 @@ def measure(cfg: Config, work: Path, limit: int | None, repeats: int) -> tuple[d
         server.stop()
     sps = {name: median(values) for name, values in runs.items()}
     tar_share = sps["reader"] / sps["tar"]
-    pax_bytes = sum(len(b) for b in as_written)
     workers = cfg.data.loader_workers
     w = f"{workers} loader worker{'s' if workers != 1 else ''}"
     figures = [
@@ -296,17 +272,13 @@ def measure(cfg: Config, work: Path, limit: int | None, repeats: int) -> tuple[d
         figure("data", "shard reader (1 process)", sps["reader"], "decoding the same bytes in memory",
                sps["decode"], "samples/s", (">=", 0.8),
                note=f"tar iteration alone (webdataset on Python tarfile): {sps['tar']:.0f} samples/s, "
-                    f"{100 * tar_share:.0f}% of the reader's time; the shards carry a PAX header per member (float "
-                    f"mtime): written with an integer mtime they iterate "
-                    f"{sps['tar_memory_int_mtime'] / sps['tar_memory']:.1f}x faster and are "
-                    f"{100 * (1 - len(no_pax) / pax_bytes):.0f}% smaller"),
+                    f"{100 * tar_share:.0f}% of the reader's time"),
     ]
     details = {
         "samples": len(raws), "source": cfg.data.root, "loader_workers": workers,
         "batch_size": cfg.train.batch_size // cfg.cluster.num_workers, "repeats": repeats,
         "load_avg_before": load_before, "load_avg_after": load_after,
         "agreement": checked, "samples_per_s": sps, "runs": runs,
-        "tar_bytes": {"as_written": pax_bytes, "integer_mtime": len(no_pax)},
     }
     return details, figures
 

@@ -43,7 +43,6 @@ def test_make_bench_data_reads_the_same_tensors_from_every_loader_and_prints_one
         assert f["value"] > 0 and f["baseline_value"] > 0
         assert abs(f["ratio"] - f["value"] / f["baseline_value"]) < 1e-9
         assert f["met"] == (f["ratio"] >= float(f["target"].split()[1]))
-    assert data["tar_bytes"]["integer_mtime"] < data["tar_bytes"]["as_written"]
     lines = run.stdout.splitlines()
     assert sum(line.startswith("| bench ") for line in lines) == 1, run.stdout
     assert sum(line.startswith("| data ") for line in lines) == 4, run.stdout

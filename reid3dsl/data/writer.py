@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -95,8 +96,11 @@ class DatasetWriter:
                     put_file(self.cfg, fname, join_url(self.root, name))
                     os.unlink(fname)
 
+            # An integer mtime: webdataset's default (the float time) costs every member a PAX header that
+            # makes shards a third larger and halves the reader's tar iteration speed (bench/data.py).
             holder["writer"] = wds.ShardWriter(
-                str(self._tmp / f"{split}-%06d.tar"), maxcount=self.shard_size, post=shard_done, verbose=0
+                str(self._tmp / f"{split}-%06d.tar"), maxcount=self.shard_size, post=shard_done, verbose=0,
+                mtime=int(time.time()),
             )
             self._writers[split] = holder["writer"]
         return self._writers[split]
