@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reid3dsl.config import Config, add_config_args, config_from_args
+from reid3dsl.config import Config, add_config_args, config_from_args, parse_override
 from reid3dsl.errors import UserError, cli_main
 
 # variant → (overrides, the feature that variant is tested with)
@@ -36,9 +36,9 @@ def variant_config(base: Config, variant: str, seed: int) -> Config:
     overrides, _ = VARIANTS[variant]
     tree = base.to_dict(redact=False)
     for item in overrides:
-        key, value = item.split("=", 1)
+        key, value = parse_override(item)  # typed as `--set` types it
         section, field = key.split(".")
-        tree[section][field] = {"true": True, "false": False}.get(value, value)
+        tree[section][field] = value
     tree["train"]["seed"] = seed
     tree["cluster"]["name"] = f"{base.cluster.name}-{variant}-seed{seed}"
     tree["tracking"]["run_name"] = f"{variant} seed {seed}"
