@@ -48,6 +48,11 @@ class DataConfig(_Section):
     width: int = Field(64, ge=8, le=1024, description="RGB stream input width")
     shape_height: int = Field(128, ge=16, le=1024, description="3D stream input height")
     shape_width: int = Field(64, ge=8, le=1024, description="3D stream input width")
+    shape_input: Literal["image", "proxy"] = Field(
+        "image",
+        description="what E_3D sees: image = the RGB crop (as published); proxy = the 2D body proxy (silhouette "
+        "and left/right keypoint heatmaps, as STRAPS regresses SMPL from), which carries no clothing texture",
+    )
     sil_height: int = Field(32, ge=8, le=1024, description="silhouette loss resolution (height)")
     sil_width: int = Field(16, ge=4, le=1024, description="silhouette loss resolution (width)")
     imgs_per_id: int = Field(4, ge=1, description="K of P x K identity-balanced batches")

@@ -105,3 +105,26 @@ def test_a_crop_without_a_mask_says_so_and_gets_an_empty_mask() -> None:
     out = SampleTransform(DataConfig(), train=True)(sample, np.random.default_rng(0))
     assert out["has_mask"] is False
     assert out["mask"].shape == (32, 16) and not out["mask"].any()
+
+
+def test_the_body_proxy_holds_the_silhouette_and_side_heatmaps_and_no_texture() -> None:
+    cfg = DataConfig(pad=0, flip_prob=1.0, erase_prob=0.5, shape_input="proxy", shape_height=64, shape_width=32)
+    transform = SampleTransform(cfg, train=True)
+    sample = dotted_sample()
+    recoloured = Sample(sample.key, 255 - sample.image, sample.keypoints, sample.meta, sample.mask)
+    out = transform(sample, np.random.default_rng(3))
+    proxy = out["shape_image"]
+    assert proxy.shape == (3, 64, 32)
+    # Same geometric draw, other clothes: the 3D stream's input is unchanged, the RGB stream's is not.
+    other = transform(recoloured, np.random.default_rng(3))
+    assert torch.equal(other["shape_image"], proxy)
+    assert not torch.allclose(other["image"], out["image"])
+    # Channel 0 is the (flipped) mask: the person's left half of the crop now lies on the right.
+    assert proxy[0, :, 20:].mean() > 0.9 and proxy[0, :, :12].mean() < 0.1
+    # Channels 1 and 2 peak at the left / right shoulder (keypoints in pixels of the proxy, after the flip).
+    for channel, joint in ((1, LEFT_SHOULDER), (2, RIGHT_SHOULDER)):
+        x, y, _ = out["keypoints"][joint].tolist()
+        assert proxy[channel, round(y), round(x)] > 0.9
+    # A crop without keypoints or mask gets an all-zero proxy, not an error.
+    bare = Sample(sample.key, sample.image, np.zeros((17, 3), np.float32), sample.meta, None)
+    assert transform(bare, np.random.default_rng(0))["shape_image"].abs().sum() == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reid3dsl.config import Config
@@ -154,7 +155,10 @@ class Evaluator:
         batch = next(iter(eval_batches(self.cfg, "query", 0, 1, 8)))
         size = (self.cfg.data.shape_height, self.cfg.data.shape_width)
         sil, kp = self._predict_3d(module, precision, batch, size)
-        return overlay_grid(denormalize(batch["shape_image"]), sil, kp.cpu(), batch["keypoints"], batch["mask"], out)
+        # The crop the 3D stream saw, or the RGB crop at its size when it saw the body proxy.
+        background = batch["shape_image"] if self.cfg.data.shape_input == "image" else F.interpolate(
+            batch["image"], size=size, mode="bilinear", antialias=True)
+        return overlay_grid(denormalize(background), sil, kp.cpu(), batch["keypoints"], batch["mask"], out)
 
     def finish(self, module: nn.Module, precision: Precision) -> None:
         """Rank 0: export the network and log it to MLflow."""
