@@ -21,14 +21,17 @@ def test_each_variant_flips_only_its_switches() -> None:
         names.add(cfg.cluster.name)
         changed = {k for k, v in cfg.flat().items() if base.flat().get(k) != v}
         assert changed <= {"train.seed", "cluster.name", "tracking.run_name", "model.streams", "loss.adversarial",
-                           "model.mgs", "loss.silhouette"}, variant
+                           "model.mgs", "loss.silhouette", "data.shape_input"}, variant
         # equal compute: data, budget, optimiser and augmentations are the base's for every variant
-        assert cfg.data == base.data and cfg.train.epochs == base.train.epochs and cfg.train.lr == base.train.lr
+        assert cfg.data.model_copy(update={"shape_input": base.data.shape_input}) == base.data
+        assert cfg.train.epochs == base.train.epochs and cfg.train.lr == base.train.lr
     assert len(names) == len(ablation.VARIANTS)
     assert ablation.variant_config(base, "rgb", 0).model.streams == "rgb"
     assert ablation.variant_config(base, "3dsl-no-disc", 0).loss.adversarial is False
     assert ablation.variant_config(base, "3dsl-no-mgs", 0).model.mgs is False
     assert ablation.variant_config(base, "3dsl-no-sil", 0).loss.silhouette is False
+    assert base.data.shape_input == "proxy"
+    assert ablation.variant_config(base, "3dsl-image", 0).data.shape_input == "image"
 
 
 def _metrics(feature: str, cc: float, with_3d: bool) -> dict[str, float]:

@@ -26,6 +26,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "3dsl-no-disc": (("loss.adversarial=false",), "fused"),
     "3dsl-no-mgs": (("model.mgs=false",), "fused"),
     "3dsl-no-sil": (("loss.silhouette=false",), "fused"),
+    # E_3D on the RGB crop, as published (the base config feeds it the texture-free body proxy).
+    "3dsl-image": (("data.shape_input=image",), "fused"),
 }
 DEFAULT_VARIANTS = ("rgb", "3dsl", "3dsl-no-disc", "3dsl-no-mgs")
 COLUMNS = ("cc_rank1", "cc_mAP", "sc_rank1", "sc_mAP", "cc_rank1_shape", "sil_iou", "kp_error")
