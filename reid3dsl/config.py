@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from reid3dsl.errors import UserError
 
@@ -124,6 +124,12 @@ class LossConfig(_Section):
     displacement_weight: float = Field(0.1, ge=0)
     adversarial: bool = True
     adversarial_weight: float = Field(0.1, ge=0)
+
+    @field_validator("clothes_aware", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean, in files and in --set alike.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class TrainConfig(_Section):

@@ -34,6 +34,9 @@ def test_overrides_are_parsed_to_the_fields_type() -> None:
     assert cfg.body.model_path == "/x/SMPL_NEUTRAL.pkl"
     assert cfg.cluster.use_gpu is False
     assert cfg.train.grad_clip == 2.0 and isinstance(cfg.train.grad_clip, float)
+    # YAML 1.1 reads on/off as booleans; the on/off/auto field still gets its word.
+    assert load_config(None, ["loss.clothes_aware=off"]).loss.clothes_aware == "off"
+    assert load_config(None, ["loss.clothes_aware=on"]).loss.clothes_aware == "on"
 
 
 def test_override_beats_yaml_and_yaml_beats_environment(tmp_path: Path) -> None:
