@@ -107,3 +107,22 @@ def test_bf16_step_keeps_fp32_master_weights_and_finite_losses(
     assert metrics is not None and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert all(p.dtype == torch.float32 for p in parts.network.parameters())
     assert _moved(before, parts.network, "rgb.") and _moved(before, parts.network, "shape.")
+
+
+def test_with_the_body_proxy_input_the_3d_stream_trains_on_silhouette_and_keypoints_only(
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+) -> None:
+    from reid3dsl.data.transforms import body_proxy
+
+    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+    cfg = _config(root, standin_dir, "data.shape_input=proxy")
+    parts, metrics, before, _ = _step(cfg)
+    assert metrics is not None and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert _moved(before, parts.network, "shape.trunk.") and _moved(before, parts.network, "rgb.")
+    batch = next(parts.train_batches)
+    shape_input = batch["shape_image"]
+    assert shape_input.shape[1:] == (3, cfg.data.shape_height, cfg.data.shape_width)
+    # Channels 1-2 are exactly the heatmaps of the batch's keypoints; channel 0 a silhouette in [0, 1].
+    for proxy, kp in zip(shape_input, batch["keypoints"], strict=True):
+        assert torch.allclose(proxy[1:], body_proxy(proxy[0], kp)[1:])
+    assert shape_input.min() >= 0 and shape_input.max() <= 1
