@@ -12,7 +12,7 @@ from reid3dsl.config import Config
 from reid3dsl.errors import UserError
 from reid3dsl.log import setup_logging
 from reid3dsl.train import tracking
-from reid3dsl.train.checkpoint import storage
+from reid3dsl.train.checkpoint import run_checkpoints, storage
 
 if TYPE_CHECKING:
     from reid3dsl.data.index import DatasetIndex
@@ -152,7 +152,7 @@ def run_job(cfg: Config) -> dict[str, Any]:
     cfg = prepare(cfg)
     _init_ray(cfg)
     use_gpu = _use_gpu(cfg)
-    run_id, resumed = tracking.start_run(cfg)
+    run_id, resumed = tracking.start_run(cfg, resume=bool(run_checkpoints(cfg)))
     storage_path, storage_fs = storage(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -45,14 +45,16 @@ def _client(cfg: Config) -> Any:
     return mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
 
 
-def start_run(cfg: Config) -> tuple[str, bool]:
-    """Create (or, for a job name seen before, reuse) the MLflow run → (run_id, resumed)."""
+def start_run(cfg: Config, resume: bool) -> tuple[str, bool]:
+    """Create the MLflow run, or with `resume` (the job has a checkpoint to go on from) reuse the latest run of
+    the same job name → (run_id, resumed). A job started afresh under an old name gets a run of its own, so
+    its history and parameters never mix with the old run's."""
     client = _client(cfg)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         cfg.tracking.experiment, artifact_location=_artifact_location(cfg.tracking.uri)
     )
-    previous = client.search_runs(
+    previous = resume and client.search_runs(
         [exp_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'", order_by=["attributes.start_time DESC"],
         max_results=1,
     )
