@@ -54,10 +54,10 @@ def start_run(cfg: Config, resume: bool) -> tuple[str, bool]:
     exp_id = exp.experiment_id if exp else client.create_experiment(
         cfg.tracking.experiment, artifact_location=_artifact_location(cfg.tracking.uri)
     )
-    previous = resume and client.search_runs(
+    previous = client.search_runs(
         [exp_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'", order_by=["attributes.start_time DESC"],
         max_results=1,
-    )
+    ) if resume else []
     if previous:
         run_id = previous[0].info.run_id
         client.update_run(run_id, status="RUNNING")
