@@ -1,8 +1,10 @@
 """The one typed configuration of reid3dsl.
 
 A `Config` has the sections data, body, model, loss, train, eval, tracking and cluster. It is loaded
-from YAML, then `--set section.key=value` overrides are applied (each value parsed as YAML, then to the
-field's type), then the few environment variables the project honours fill fields that neither set.
+from YAML (a file may name `base: other.yaml`, relative to its own folder, and set only the `section.key`s it
+changes; a base may have its own), then `--set section.key=value` overrides are applied (each value parsed as
+YAML, then to the field's type), then the few environment variables the project honours fill fields that none
+set.
 This module is the only place that reads the environment. Any bad key, type or range is rejected with
 one line naming the key, the value and what was expected (`ConfigError`, a `UserError`, so CLIs exit 2).
 `to_yaml()` dumps the resolved config with secrets redacted, for MLflow.
@@ -300,27 +302,57 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _read_yaml(p: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{p}': not valid YAML{at}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{p}': expected a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def _file_chain(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """`path` and the files its `base:` names, transitively, as (file, sections) with the deepest base first."""
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}': not found (expected a YAML file, e.g. configs/demo.yaml)")
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    p = path
+    while True:
+        loaded = _read_yaml(p)
+        base = loaded.pop("base", None)
+        chain.append((p, loaded))
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(
+                f"config file '{p}': base = {base!r}: expected the path of a YAML file, relative to '{p.parent}'"
+            )
+        nxt = p.parent / base
+        if not nxt.is_file():
+            raise ConfigError(f"config file '{p}': base '{base}' not found (looked for '{nxt}')")
+        if any(nxt.resolve() == q.resolve() for q, _ in chain):
+            cycle = " -> ".join(str(q) for q, _ in [*chain, (nxt, {})])
+            raise ConfigError(f"config file '{path}': its base files form a cycle: {cycle}")
+        p = nxt
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> Config:
-    """YAML file (optional) + `section.key=value` overrides + honoured environment → validated `Config`."""
+    """YAML file (optional, with its `base:` chain) + `section.key=value` overrides + honoured environment →
+    validated `Config`. Precedence, lowest first: field default, base file(s), the file, `--set`; the
+    environment fills only fields that none of these set. A file replaces its base's values key by key (a list
+    is replaced whole); every value's origin (the file that set it, `--set` or the variable) is kept for errors."""
     env = os.environ if env is None else env
     tree: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file '{p}': not found (expected a YAML file, e.g. configs/demo.yaml)")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file '{p}': not valid YAML{at}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{p}': expected a mapping of sections, got {type(loaded).__name__}")
+    files = _file_chain(Path(path)) if path is not None else []
+    for p, loaded in files:
         for section, values in loaded.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"config section '{section}' in '{p}': expected a mapping, got {values!r}")

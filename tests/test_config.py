@@ -11,6 +11,8 @@ import yaml
 
 from reid3dsl.config import REDACTED, Config, ConfigError, load_config
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 def test_yaml_round_trip_gives_the_same_config(tmp_path: Path) -> None:
     cfg = load_config(None, ["train.lr=0.01", "eval.protocols=[cc]", "model.streams=rgb"])
@@ -47,6 +49,76 @@ def test_override_beats_yaml_and_yaml_beats_environment(tmp_path: Path) -> None:
     assert cfg.train.lr == 0.3
     assert cfg.tracking.uri == "sqlite:///a.db"
     assert cfg.data.s3_endpoint == "http://127.0.0.1:9000"
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_file_inherits_its_base_chain_and_replaces_values_key_by_key(tmp_path: Path) -> None:
+    _write(tmp_path, "shared/root.yaml", "train: {lr: 0.1, epochs: 7, milestones: [1, 2, 3]}\nmodel: {mgs: false}\n")
+    _write(tmp_path, "shared/mid.yaml", "base: root.yaml\ntrain:\n  epochs: 8\n  milestones: [5]\n")
+    child = _write(tmp_path, "child.yaml", "base: shared/mid.yaml\ntrain:\n  lr: 0.2\ndata:\n  pad: 3\n")
+    cfg = load_config(child, env={})
+    assert cfg.train.lr == 0.2  # the child replaces the root's value
+    assert cfg.train.epochs == 8  # the middle file replaces the root's, the child leaves it
+    assert cfg.train.milestones == [5]  # a list is replaced whole, not merged
+    assert cfg.model.mgs is False  # a section only the root names survives
+    assert cfg.data.pad == 3 and cfg.train.momentum == Config().train.momentum
+
+
+def test_precedence_is_base_then_file_then_set_and_the_environment_fills_only_unset_fields(tmp_path: Path) -> None:
+    _write(tmp_path, "base.yaml", "tracking:\n  uri: sqlite:///base.db\ntrain:\n  lr: 0.1\n  epochs: 3\n  seed: 4\n")
+    child = _write(tmp_path, "child.yaml", "base: base.yaml\ntrain:\n  lr: 0.2\n  epochs: 5\n")
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "RAY_ADDRESS": "ray://head:10001"}
+    cfg = load_config(child, ["train.epochs=9"], env=env)
+    assert cfg.train.seed == 4  # base only
+    assert cfg.train.lr == 0.2  # child over base
+    assert cfg.train.epochs == 9  # --set over child over base
+    assert cfg.tracking.uri == "sqlite:///base.db"  # a value from the base file is not replaced by the environment
+    assert cfg.cluster.address == "ray://head:10001"  # no file set it: the environment fills it
+
+
+def test_an_error_names_the_file_in_the_chain_that_set_the_value(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.yaml", "train:\n  lr: -1\n")
+    child = _write(tmp_path, "child.yaml", "base: base.yaml\ntrain:\n  epochs: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(child, ["train.epochs=2"], env={})
+    assert str(info.value) == f"config key 'train.lr' = -1 (in {base}): expected greater than 0"
+
+
+def test_a_cycle_of_base_files_is_one_error_naming_the_files(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a.yaml", "base: sub/b.yaml\n")
+    b = _write(tmp_path, "sub/b.yaml", "base: ../a.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(a, env={})
+    message = str(info.value)
+    assert "\n" not in message and "cycle" in message
+    assert str(a) in message and str(b) in message
+    itself = _write(tmp_path, "self.yaml", "base: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(itself, env={})
+
+
+def test_a_missing_or_malformed_base_is_one_error_naming_both_files(tmp_path: Path) -> None:
+    child = _write(tmp_path, "child.yaml", "base: nowhere.yaml\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(child, env={})
+    looked = tmp_path / "nowhere.yaml"
+    assert str(info.value) == f"config file '{child}': base 'nowhere.yaml' not found (looked for '{looked}')"
+    listed = _write(tmp_path, "listed.yaml", "base: [a.yaml, b.yaml]\n")
+    with pytest.raises(ConfigError, match=r"base = \['a.yaml', 'b.yaml'\]: expected the path of a YAML file"):
+        load_config(listed, env={})
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path: Path) -> None:
+    cfg = load_config(path, env={})
+    if path.name not in {"paper.yaml", "demo.yaml"}:
+        assert cfg.cluster.name == path.stem, "a config's runs and checkpoints are named after it"
 
 
 @pytest.mark.parametrize(
