@@ -50,8 +50,8 @@ def measure(cfg: Config, steps: int, work: Path) -> tuple[dict[str, Any], list]:
     """One job per worker count → (details, figures)."""
     import torch
 
+    from reid3dsl.precision import resolve_precision
     from reid3dsl.train.driver import run_job
-    from reid3dsl.train.precision import resolve_precision
 
     if cfg.cluster.local_cpus is not None and cfg.cluster.local_cpus < max(WORKERS) * cfg.cluster.cpus_per_worker:
         raise UserError(f"cluster.local_cpus = {cfg.cluster.local_cpus}: expected at least {max(WORKERS)} workers x "

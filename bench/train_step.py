@@ -8,9 +8,10 @@ bf16, fp32 otherwise). They train on the same few batches drawn from the pipelin
 not timed), through the job's own `train_step`: one step of each per round, after warm-up rounds; the median
 step time of each is reported and their ratio.
 
-The split of a 3DSL step: ranges (`Clock`) are put around the real code paths — the two backbone trunks, the
-rest of the network (heads, regressor, shape encoder), the objective's loss terms, its SMPL+D projection, the
-renderer, the discriminator (forward passes and step) and the network engine's optimizer step. `torch.profiler`
+The split of a 3DSL step: the code paths label themselves with `reid3dsl.profiling.section` — the two backbone
+trunks, the rest of the network (heads, regressor, shape encoder), the objective's loss terms, its SMPL+D
+projection, the renderer, the discriminator (forward passes and step) and the network engine's optimizer step;
+a `Clock` observes those sections' wall time. `torch.profiler`
 over a few more steps charges every op to its range, and every backward op to the range of the forward op that
 made it (autograd's sequence numbers); each part is then corrected for the profiler's own cost, and what no
 range covers (gradient accumulation and finiteness checks, DeepSpeed's bookkeeping, copies) is "other"
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import itertools
 import logging
 import math
@@ -38,18 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from bench.common import RESULTS, figure, load_avg, machine, median, merge_results, rounds, table
 from reid3dsl.config import Config, add_config_args, config_from_args
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.log import setup_logging
+from reid3dsl.profiling import SECTIONS, observe
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 BATCHES = 4  # distinct batches the steps cycle through
 # Parts of a 3DSL step, in the order they are printed.
-PARTS = ("backbones", "heads", "losses", "smpl", "renderer", "discriminator", "optimizer", "other")
+PARTS = (*SECTIONS, "other")
 PART_NAMES = {
     "backbones": "backbones (RGB + E_3D trunks)", "heads": "heads (BNNecks, E_pose, E_shape/MGS)",
     "losses": "loss terms (CE, triplet, keypoint, ...)", "smpl": "SMPL+D and camera projection",
@@ -79,10 +79,10 @@ class Trainer:
     """One model variant's components, engines and step, on batches given to it."""
 
     def __init__(self, cfg: Config) -> None:
+        from reid3dsl.precision import resolve_precision
         from reid3dsl.train.checkpoint import TrainState
         from reid3dsl.train.components import build_components
         from reid3dsl.train.loop import init_engines
-        from reid3dsl.train.precision import resolve_precision
 
         self.cfg = cfg
         self.parts = build_components(cfg, CPU, 0, 1, None)
@@ -107,68 +107,30 @@ def seconds(fn: Callable[[], None]) -> float:
 
 
 class Clock:
-    """Labelled ranges around real code paths: a `torch.profiler` range each, and its exclusive wall time (time in
-    nested ranges belongs to those) summed per label until `take()`."""
+    """An observer of `reid3dsl.profiling.section`s: each section's exclusive wall time (time in nested sections
+    belongs to those) summed per name until `take()`."""
 
     def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
         self.now = now
         self.spent: dict[str, float] = defaultdict(float)
-        self._open: list[tuple[str, float, Any]] = []
+        self._open: list[tuple[str, float]] = []
         self._nested: list[float] = []
 
     def enter(self, label: str) -> None:
-        rf = torch.profiler.record_function(label)
-        rf.__enter__()
-        self._open.append((label, self.now(), rf))
+        self._open.append((label, self.now()))
         self._nested.append(0.0)
 
     def leave(self) -> None:
-        label, start, rf = self._open.pop()
-        rf.__exit__(None, None, None)
+        label, start = self._open.pop()
         total = self.now() - start
         self.spent[label] += total - self._nested.pop()
         if self._nested:
             self._nested[-1] += total
 
-    def wrap(self, fn: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            self.enter(label)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.leave()
-
-        return wrapper
-
-    def hook(self, module: nn.Module, label: str) -> None:
-        """A range around every forward of `module` (hooks: the module itself is not changed)."""
-        module.register_forward_pre_hook(lambda *_: self.enter(label))
-        module.register_forward_hook(lambda *_: self.leave())
-
     def take(self) -> dict[str, float]:
         out = dict(self.spent)
         self.spent.clear()
         return out
-
-
-def label_parts(trainer: Trainer, clock: Clock) -> None:
-    """Put `clock`'s ranges, named after `PARTS`, around the real code paths of `trainer`'s 3DSL step."""
-    parts, net = trainer.parts, trainer.parts.network
-    clock.hook(net, "heads")  # nested ranges own their time: the trunks inside are "backbones"
-    for stream in (net.rgb, net.shape):
-        if stream is not None:
-            clock.hook(stream.trunk, "backbones")
-    objective = parts.objective
-    objective.generator_terms = clock.wrap(objective.generator_terms, "losses")  # type: ignore[method-assign]
-    objective.project = clock.wrap(objective.project, "smpl")  # type: ignore[method-assign]
-    if objective.projection is not None and objective.projection.renderer is not None:
-        renderer = objective.projection.renderer
-        renderer.render = clock.wrap(renderer.render, "renderer")
-    if trainer.disc_engine is not None:
-        clock.hook(trainer.disc_engine.module, "discriminator")
-        trainer.disc_engine.step = clock.wrap(trainer.disc_engine.step, "discriminator")
-    trainer.engine.step = clock.wrap(trainer.engine.step, "optimizer")
 
 
 BACKWARD = "autograd::engine::evaluate_function"
@@ -224,7 +186,8 @@ def profile_split(trainer: Trainer, clock: Clock, batches: list[dict[str, Any]],
     wall = 0.0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in itertools.islice(itertools.cycle(batches), steps):
-            wall += seconds(lambda b=batch: trainer.step(b))
+            with observe(clock):
+                wall += seconds(lambda b=batch: trainer.step(b))
             snapshots.append(clock.take())
     profiled = {p: us / 1e6 / steps for p, us in attribute(list(prof.events())).items()}
     ranges_profiled = _mean(snapshots)
@@ -254,11 +217,11 @@ def measure(cfg: Config, repeats: int, warmup: int, profile_steps: int) -> tuple
         batches = list(itertools.islice(full.parts.train_batches, BATCHES))
         full.parts.train_batches.close()  # stops the loader worker: nothing else runs while steps are timed
         clock = Clock()
-        label_parts(full, clock)
         ranges: list[dict[str, float]] = []  # the clock's per-part times of every 3DSL step
 
         def full_step() -> float:
-            took = seconds(lambda: full.step(next(cycles["3dsl"])))
+            with observe(clock):
+                took = seconds(lambda: full.step(next(cycles["3dsl"])))
             ranges.append(clock.take())
             return took
 

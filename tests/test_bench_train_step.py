@@ -21,13 +21,18 @@ from bench.train_step import PARTS, Clock, owners  # noqa: E402
 def test_backward_work_is_charged_to_the_part_whose_forward_made_it() -> None:
     from torch.profiler import ProfilerActivity, profile
 
+    from reid3dsl.profiling import observe, section
+
     trunk = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
     head = nn.Linear(8, 4)
     clock = Clock()
-    clock.hook(trunk, "backbones")
-    clock.hook(head, "heads")
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        head(trunk(torch.randn(2, 3, 16, 8)).mean(dim=(2, 3))).square().sum().backward()
+    with profile(activities=[ProfilerActivity.CPU]) as prof, observe(clock):
+        with section("heads"):
+            with section("backbones"):
+                fmap = trunk(torch.randn(2, 3, 16, 8))
+            out = head(fmap.mean(dim=(2, 3)))
+        out.square().sum().backward()
+    assert set(clock.take()) == {"heads", "backbones"}
     charged: dict[str, set[str]] = {}
     for event, owner in owners(list(prof.events())):
         charged.setdefault(event.name, set()).add(owner)

@@ -128,3 +128,22 @@ def test_the_body_proxy_holds_the_silhouette_and_side_heatmaps_and_no_texture() 
     # A crop without keypoints or mask gets an all-zero proxy, not an error.
     bare = Sample(sample.key, sample.image, np.zeros((17, 3), np.float32), sample.meta, None)
     assert transform(bare, np.random.default_rng(0))["shape_image"].abs().sum() == 0
+
+
+def test_test_time_flip_of_a_proxy_equals_the_proxy_of_the_mirrored_sample() -> None:
+    from reid3dsl.body.constants import COCO17_FLIP_PERM
+    from reid3dsl.data.transforms import flip_inputs
+
+    # Sizes equal to the crop's, so the only difference can be the flip itself.
+    cfg = DataConfig(height=128, width=64, shape_height=128, shape_width=64, shape_input="proxy")
+    transform = SampleTransform(cfg, train=False)
+    sample = dotted_sample(3)
+    mirrored_kp = sample.keypoints[list(COCO17_FLIP_PERM)].copy()
+    mirrored_kp[:, 0] = np.where(mirrored_kp[:, 2] > 0, 64 - 1 - mirrored_kp[:, 0], 0)  # torchvision's flip
+    mirrored = Sample("m", sample.image[:, ::-1].copy(), mirrored_kp, sample.meta, sample.mask[:, ::-1].copy())
+    out, out_mirrored = transform(sample), transform(mirrored)
+    image, proxy = flip_inputs(out["image"][None], out["shape_image"][None], "proxy")
+    assert torch.allclose(proxy[0], out_mirrored["shape_image"], atol=1e-5)
+    assert torch.allclose(image[0], out_mirrored["image"], atol=1e-5)
+    # The left-side heatmap is not symmetric here: a plain mirror (the old test-time flip) differs.
+    assert not torch.allclose(out["shape_image"].flip(-1), out_mirrored["shape_image"], atol=1e-2)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from reid3dsl.config import Config, load_config
+from reid3dsl.precision import Precision, resolve_precision
 from reid3dsl.train.checkpoint import TrainState
 from reid3dsl.train.components import Components, build_components
 from reid3dsl.train.loop import init_engines, train_step
-from reid3dsl.train.precision import Precision, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reid3dsl.errors import UserError
-from reid3dsl.train.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, resolve_precision
+from reid3dsl.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from reid3dsl.config import Config, load_config
+from reid3dsl.precision import resolve_precision
 from reid3dsl.train.checkpoint import TrainState
 from reid3dsl.train.components import Components, build_components
 from reid3dsl.train.loop import init_engines, train_step
-from reid3dsl.train.precision import resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -58,7 +58,7 @@ def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
     cfg = _config(root, str(tmp_path / "body"), "model.streams=rgb")
     parts, metrics, before, _ = _step(cfg)
     assert parts.network.shape is None and parts.discriminator is None and parts.prior is None
-    assert parts.objective.projection is None
+    assert not parts.network.switches.has_3d and parts.network.body is None
     assert not (tmp_path / "body").exists(), "the stand-in body was generated for an RGB-only model"
     assert metrics is not None and set(metrics) == {"loss/ce_rgb", "loss/triplet_rgb", "loss/total"}
     assert _moved(before, parts.network, "rgb.")

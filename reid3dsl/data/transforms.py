@@ -67,6 +67,16 @@ def body_proxy(mask: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels)
 
 
+def flip_inputs(image: torch.Tensor, shape_image: torch.Tensor, shape_input: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network inputs of the horizontally mirrored crops: image (B, 3, H, W) and shape_image (B, 3, h, w) →
+    both mirrored; a body proxy (`shape_input` "proxy") also swaps its left-side and right-side heatmaps, so it
+    equals the proxy of the mirrored sample, as the training flip makes it."""
+    mirrored = shape_image.flip(-1)
+    if shape_input == "proxy":
+        mirrored = mirrored[:, [0, 2, 1]]
+    return image.flip(-1), mirrored
+
+
 class SampleTransform:
     """`Sample` → dict of tensors for one crop (see `__call__`); `train=False` is the deterministic eval path."""
 

@@ -10,37 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from reid3dsl.errors import UserError, cli_main
 
 PROTOCOLS = ("standard", "cc", "sc", "prcc")
 
 
-def load_exported(path: Path, overrides: list[str]) -> tuple[object, torch.nn.Module]:
-    """model.pt → (its config with `overrides`, the network with the trained weights, in eval mode)."""
-    import tempfile
-
-    from reid3dsl.config import load_config
-    from reid3dsl.train.components import build_body, build_network
-    from reid3dsl.train.evaluator import read_exported
-
-    saved = read_exported(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg_file = Path(tmp) / "config.yaml"
-        cfg_file.write_text(saved["config"].to_yaml())
-        cfg = load_config(cfg_file, overrides)
-    body = build_body(cfg, torch.device("cpu")) if cfg.model.streams != "rgb" else None
-    network = build_network(cfg, saved["num_classes"], body)
-    network.load_state_dict(saved["state_dict"])
-    return cfg, network.eval()
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from reid3dsl.eval.extract import RANKS, extract_split, score
+    from reid3dsl.eval.extractor import FeatureExtractor
     from reid3dsl.log import setup_logging
-    from reid3dsl.train.precision import resolve_precision
 
     parser = argparse.ArgumentParser(prog="python -m reid3dsl.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="model.pt exported by the training job")
@@ -56,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"data.root={args.data}", "data.synthesize=false", f"eval.flip={str(args.flip).lower()}",
                  f"eval.rerank={str(args.rerank).lower()}",
                  *args.overrides]
-    cfg, network = load_exported(args.checkpoint, overrides)
-    precision = resolve_precision("fp32", torch.device("cpu"))
-    query = extract_split(network, cfg, "query", 0, 1, torch.device("cpu"), precision)
-    gallery = extract_split(network, cfg, "gallery", 0, 1, torch.device("cpu"), precision)
+    extractor = FeatureExtractor(args.checkpoint, flip=args.flip, overrides=overrides)
+    cfg = extractor.cfg
+    query, gallery = (extract_split(extractor.model, cfg, split, 0, 1, extractor.device, extractor.precision)
+                      for split in ("query", "gallery"))
     if not query.keys or not gallery.keys:
         raise UserError(f"data set '{args.data}': the query or gallery split is empty")
     has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())

@@ -2,7 +2,7 @@
 protocol × feature table of metrics computed from it.
 
 Every rank extracts its share of the query and gallery splits (`reid3dsl.data.pipeline.eval_batches`),
-optionally averaging each feature with that of the horizontally flipped image; rank 0 gathers them
+optionally averaging each feature with that of the mirrored inputs (`flip_inputs`); rank 0 gathers them
 (single-process runs skip the gather) and evaluates every protocol on every feature variant.
 """
 
@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from reid3dsl.config import Config
+from reid3dsl.data.transforms import flip_inputs
 from reid3dsl.eval.metrics import Features, evaluate
 from reid3dsl.log import progress
-from reid3dsl.train.precision import Precision
+from reid3dsl.models.threedsl import ThreeDSL
+from reid3dsl.precision import Precision
 
 log = logging.getLogger(__name__)
 RANKS = (1, 5, 10)
@@ -51,10 +53,21 @@ class SplitFeatures:
         )
 
 
-@torch.no_grad()
-def extract_split(model: Any, cfg: Config, split: str, rank: int, world_size: int, device: torch.device,
+def batch_features(model: ThreeDSL, precision: Precision, image: torch.Tensor, shape_image: torch.Tensor,
+                   flip: bool, shape_input: str) -> dict[str, torch.Tensor]:
+    """Features of one batch of transformed inputs (`model.extract`: rgb / shape / fused, each (B, D) float32),
+    averaged with those of the mirrored inputs when `flip`."""
+    with torch.no_grad(), precision.autocast():
+        feats = model.extract(image, shape_image)
+        if flip:
+            flipped = model.extract(*flip_inputs(image, shape_image, shape_input))
+            feats = {k: (v + flipped[k]) / 2 for k, v in feats.items()}
+    return {k: v.float() for k, v in feats.items()}
+
+
+def extract_split(model: ThreeDSL, cfg: Config, split: str, rank: int, world_size: int, device: torch.device,
                   precision: Precision, batch_size: int = 64) -> SplitFeatures:
-    """This rank's share of `split` → its features (model.extract: rgb / shape / fused)."""
+    """This rank's share of `split` → its features (`batch_features`)."""
     from reid3dsl.data.pipeline import eval_batches
 
     was_training = model.training
@@ -63,15 +76,10 @@ def extract_split(model: Any, cfg: Config, split: str, rank: int, world_size: in
     pids, camids, clothes, keys = [], [], [], []
     for batch in progress(eval_batches(cfg, split, rank, world_size, batch_size), desc=f"extract {split}",
                           unit="batch"):
-        image = batch["image"].to(device)
-        shape_image = batch["shape_image"].to(device)
-        with precision.autocast():
-            feats = model.extract(image, shape_image)
-            if cfg.eval.flip:
-                flipped = model.extract(image.flip(3), shape_image.flip(3))
-                feats = {k: (v + flipped[k]) / 2 for k, v in feats.items()}
+        feats = batch_features(model, precision, batch["image"].to(device), batch["shape_image"].to(device),
+                               cfg.eval.flip, cfg.data.shape_input)
         for name, value in feats.items():
-            chunks.setdefault(name, []).append(value.float().cpu())
+            chunks.setdefault(name, []).append(value.cpu())
         pids.append(batch["pid"].numpy())
         camids.append(batch["camid"].numpy())
         clothes.append(batch["clothes"].numpy())

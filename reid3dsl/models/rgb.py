@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from reid3dsl.models.heads import BNNeck
+from reid3dsl.profiling import section
 
 
 class RGBStream(nn.Module):
@@ -17,6 +18,8 @@ class RGBStream(nn.Module):
         self.neck = BNNeck(channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feat = self.trunk(images).mean(dim=(2, 3))
+        with section("backbones"):
+            fmap = self.trunk(images)
+        feat = fmap.mean(dim=(2, 3))
         bn_feat, logits = self.neck(feat)
         return {"feat": feat, "bn_feat": bn_feat, "logits": logits}

@@ -8,16 +8,9 @@ from pytorch3d.transforms import matrix_to_rotation_6d, rotation_6d_to_matrix
 from torch import nn
 
 from reid3dsl.models.heads import BNNeck
+from reid3dsl.profiling import section
 
 NUM_JOINTS = 24
-
-
-def stripe_vertex_groups(template: torch.Tensor, num_parts: int) -> list[torch.Tensor]:
-    """Vertices of a standing template (V, 3), y up, split into `num_parts` height bands of equal vertex count,
-    ordered head to feet — the vertices that the horizontal stripes of an upright person crop see.
-    → list of (V_k,) long index tensors, disjoint, covering all vertices."""
-    order = torch.argsort(template[:, 1], descending=True, stable=True)
-    return [chunk.sort().values for chunk in torch.tensor_split(order, num_parts)]
 
 
 def mean_rotation(rotmats: torch.Tensor) -> torch.Tensor:
@@ -137,7 +130,8 @@ class ShapeStream(nn.Module):
         self.neck = BNNeck(shape.out_dim, num_classes)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        fmap = self.trunk(images)
+        with section("backbones"):
+            fmap = self.trunk(images)
         rotmats, cam = self.pose(fmap.mean(dim=(2, 3)))
         out = self.shape(fmap)
         bn_feat, logits = self.neck(out["feat"])

@@ -60,6 +60,7 @@ def prepare(cfg: Config) -> Config:
     """A copy of `cfg` with local paths made absolute (workers may run elsewhere), the stand-in body generated
     and the embedded data set synthesized when the config asks for them, and the data set's index checked."""
     from reid3dsl.data.index import load_index
+    from reid3dsl.models.threedsl import Switches
 
     cfg = cfg.model_copy(deep=True)
     for section, key in PATH_FIELDS:
@@ -67,7 +68,8 @@ def prepare(cfg: Config) -> Config:
         setattr(part, key, _absolute(getattr(part, key)))
     cfg.data.train_urls = [_absolute(u) for u in cfg.data.train_urls]  # type: ignore[misc]
     cfg.tracking.uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
-    if cfg.body.model_path is None and cfg.model.streams != "rgb":
+    has_3d = Switches.from_config(cfg).has_3d
+    if cfg.body.model_path is None and has_3d:
         from reid3dsl.body.standin import ensure_standin
 
         ensure_standin(cfg.body.standin_dir, cfg.body.standin_resolution, cfg.body.standin_seed)
@@ -87,17 +89,18 @@ def check_inputs(cfg: Config, index: DatasetIndex) -> None:
     (shards listed by index.json are trusted; one that later turns out unreadable is skipped and counted)."""
     from reid3dsl.data.pipeline import training_shards
     from reid3dsl.data.s3 import is_s3, parse_s3_url
+    from reid3dsl.models.threedsl import Switches
 
-    if cfg.model.streams != "rgb":
+    if Switches.from_config(cfg).has_3d:
         from reid3dsl.body.prior import load_prior
         from reid3dsl.body.smpld import load_body_model
 
         load_body_model(cfg.body)
         load_prior(cfg.body)
         if cfg.model.shape_init:
-            from reid3dsl.train.evaluator import read_exported
+            from reid3dsl.models.io import read_model
 
-            read_exported(cfg.model.shape_init)
+            read_model(cfg.model.shape_init)
     if cfg.data.train_urls:
         for shard in training_shards(cfg, index):
             if is_s3(shard.url):

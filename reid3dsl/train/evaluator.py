@@ -15,74 +15,38 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from reid3dsl.config import Config
-from reid3dsl.errors import UserError
 from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
+from reid3dsl.models.io import MODEL_FILE, save_model
+from reid3dsl.models.threedsl import ThreeDSL
+from reid3dsl.precision import Precision
 from reid3dsl.train import tracking
-from reid3dsl.train.objective import Objective, Projection
-from reid3dsl.train.precision import Precision
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.pt"
 QUALITY_IMAGES = 64
-
-
-def export_model(module: nn.Module, cfg: Config, num_classes: int, path: Path) -> Path:
-    """Save the network's fp32 weights with the (redacted) config that rebuilds it."""
-    state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
-    torch.save({"config": cfg.to_dict(redact=True), "num_classes": num_classes, "state_dict": state}, path)
-    return path
-
-
-def read_exported(path: str | Path) -> dict[str, Any]:
-    """A model.pt of `export_model` → {"config": Config, "num_classes": int, "state_dict": dict}.
-
-    Secrets were redacted on export; they come back unset (give them again through the config or environment)."""
-    from reid3dsl.config import REDACTED
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file '{path}': not found (expected a model.pt exported by the training job)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        tree = saved["config"]
-        for section in tree.values():
-            for key, value in list(section.items()):
-                if value == REDACTED:
-                    section[key] = None
-        return {"config": Config.model_validate(tree), "num_classes": int(saved["num_classes"]),
-                "state_dict": dict(saved["state_dict"])}
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise UserError(f"model file '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
 
 
 class Evaluator:
     """Evaluation, pictures and export for one worker (pictures and export on rank 0 only)."""
 
     def __init__(self, cfg: Config, index: Any, device: torch.device, rank: int, world_size: int,
-                 run_id: str | None, projection: Projection | None) -> None:
+                 run_id: str | None) -> None:
         self.cfg = cfg
         self.index = index
         self.device = device
         self.rank = rank
         self.world_size = world_size
         self.run_id = run_id
-        self.projection = projection
-        if projection is not None:
-            from reid3dsl.body.render import SilhouetteRenderer
 
-            # Evaluation renders even when the silhouette loss is off (its ablation still reports IoU).
-            self.renderer = projection.renderer or SilhouetteRenderer(cfg.body)
-
-    def evaluate(self, module: nn.Module, precision: Precision, final: bool) -> dict[str, float]:
+    def evaluate(self, module: ThreeDSL, precision: Precision, final: bool) -> dict[str, float]:
         """Metrics on rank 0 (`{}` elsewhere); every rank must call it (features and counts are gathered)."""
         split_feats = {}
         for split in ("query", "gallery"):
             local = extract_split(module, self.cfg, split, self.rank, self.world_size, self.device, precision)
             split_feats[split] = gather_to_rank0(local, self.rank, self.world_size)
-        quality = self._shape_quality(module, precision) if self.projection is not None else {}
+        # Evaluation renders even when the silhouette loss is off (its ablation still reports IoU).
+        quality = self._shape_quality(module, precision) if module.switches.has_3d else {}
         if self.rank != 0:
             return {}
         query, gallery = split_feats["query"], split_feats["gallery"]
@@ -92,21 +56,20 @@ class Evaluator:
             self._log_pictures(module, precision, query, gallery)
         return metrics
 
-    def _predict_3d(self, module: nn.Module, precision: Precision, batch: dict[str, Any],
+    def _predict_3d(self, module: ThreeDSL, precision: Precision, batch: dict[str, Any],
                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The 3D stream's silhouettes (B, *size) and keypoints (B, 17, 2) in shape-image pixels for `batch`."""
-        assert self.projection is not None
         was_training = module.training
         module.eval()
         with torch.no_grad(), precision.autocast():
             out_shape = module(batch["image"].to(self.device), batch["shape_image"].to(self.device))["shape"]
         module.train(was_training)
         with torch.no_grad():
-            projected = Objective(self.cfg, self.projection, False).project(out_shape)
-            sil = self.renderer.render(projected["vertices"], self.projection.body.faces, projected["cam_t"], size)
+            projected = module.project(out_shape)
+            sil = module.silhouettes(projected, size)
         return sil, projected["keypoints_2d"]
 
-    def _shape_quality(self, module: nn.Module, precision: Precision) -> dict[str, float]:
+    def _shape_quality(self, module: ThreeDSL, precision: Precision) -> dict[str, float]:
         """How well the 3D stream explains the images: silhouette IoU (rendered at the mask resolution, > 0.5)
         and keypoint error (mean distance over visible keypoints, in units of the image height) against the
         data's masks and keypoints — the renderer's ground truth on the embedded set — over up to
@@ -137,17 +100,17 @@ class Evaluator:
         return {"eval/3d/silhouette_iou": float(sums[0] / sums[1].clamp_min(1)),
                 "eval/3d/keypoint_error": float(sums[2] / sums[3].clamp_min(1))}
 
-    def _log_pictures(self, module: nn.Module, precision: Precision, query: SplitFeatures,
+    def _log_pictures(self, module: ThreeDSL, precision: Precision, query: SplitFeatures,
                       gallery: SplitFeatures) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths = [ranked_picture(self.cfg, query, gallery, Path(tmp) / "ranked_results.png")]
-            if self.projection is not None:
+            if module.switches.has_3d:
                 paths.append(self._overlay_png(module, precision, Path(tmp) / "silhouettes_keypoints.png"))
             for path in paths:
                 if path is not None:
                     tracking.log_artifact(self.cfg, self.run_id, path, "pictures")
 
-    def _overlay_png(self, module: nn.Module, precision: Precision, out: Path) -> Path:
+    def _overlay_png(self, module: ThreeDSL, precision: Precision, out: Path) -> Path:
         from reid3dsl.body.draw import overlay_grid
         from reid3dsl.data.pipeline import eval_batches
         from reid3dsl.data.transforms import denormalize
@@ -160,11 +123,11 @@ class Evaluator:
             batch["image"], size=size, mode="bilinear", antialias=True)
         return overlay_grid(denormalize(background), sil, kp.cpu(), batch["keypoints"], batch["mask"], out)
 
-    def finish(self, module: nn.Module, precision: Precision) -> None:
+    def finish(self, module: ThreeDSL, precision: Precision) -> None:
         """Rank 0: export the network and log it to MLflow."""
         del precision
         if self.run_id is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_model(module, self.cfg, self.index.num_classes, Path(tmp) / MODEL_FILE)
+            path = save_model(module, self.cfg, self.index.num_classes, Path(tmp) / MODEL_FILE)
             tracking.log_artifact(self.cfg, self.run_id, path, "checkpoint")

@@ -18,9 +18,10 @@ import torch
 
 from reid3dsl.config import Config
 from reid3dsl.log import progress, setup_logging
+from reid3dsl.precision import Precision, resolve_precision
+from reid3dsl.profiling import section
 from reid3dsl.train.checkpoint import TrainState, restore, save_and_report
 from reid3dsl.train.components import Components, build_components
-from reid3dsl.train.precision import Precision, resolve_precision
 from reid3dsl.train.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
@@ -141,27 +142,30 @@ def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | N
     term or D's loss (checked before any backward), D's gradients (checked on a side computation of D's loss,
     before any backward: D is small) or G's gradients (checked as autograd makes them, before `engine.step`; D then
     never runs backward). `train.max_bad_steps` such steps in a row abort, naming what went bad first."""
+    model = engine.module
+    has_3d = model.switches.has_3d
     with precision.autocast():
-        out = engine(batch["image"], batch["shape_image"] if "shape" in parts.streams else None)
-        terms = parts.objective.generator_terms(out, batch, disc_engine.module if disc_engine else None)
+        out = engine(batch["image"], batch["shape_image"] if has_3d else None)
+        terms = parts.objective.generator_terms(out, batch, model, disc_engine.module if disc_engine else None)
     total = parts.objective.total(terms)
     checks = {**{f"loss/{n}": v for n, v in terms.items()}, "loss/total": total}
-    adversarial = disc_engine is not None and "shape" in out
+    adversarial = disc_engine is not None and has_3d
     if adversarial:
         shape = out["shape"]
         sampled = parts.prior.sample(shape["rotmats"].shape[0], prior_generator)
         real = tuple(t.to(shape["rotmats"].device) for t in sampled)
         fake = (shape["rotmats"], shape["betas"])
         disc = disc_engine.module
-        with precision.autocast():
-            side_loss = parts.objective.discriminator_loss(disc, real, fake)
-        params = [p for p in disc.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(side_loss, params, allow_unused=True) if side_loss.requires_grad else ()
+        with section("discriminator"):
+            with precision.autocast():
+                side_loss = parts.objective.discriminator_loss(disc, real, fake)
+            params = [p for p in disc.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(side_loss, params, allow_unused=True) if side_loss.requires_grad else ()
         checks["loss/discriminator"] = side_loss
         checks["grad/discriminator"] = _nan_unless_all([torch.isfinite(g).all() for g in grads if g is not None])
     bad = _first_bad(checks)
     if bad is None:
-        with _gradient_checks(engine.module) as finite:
+        with _gradient_checks(model) as finite:
             engine.backward(total)
         if not _all_finite([_nan_unless_all(finite)]):
             bad = "grad/network"
@@ -170,14 +174,16 @@ def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | N
         _skip(cfg, state, bad, precision)
         return None
     state.bad_in_a_row = 0
-    engine.step()
+    with section("optimizer"):
+        engine.step()
     metrics = {f"loss/{n}": float(v.detach()) for n, v in terms.items()}
     metrics["loss/total"] = float(total.detach())
     if adversarial:
-        with precision.autocast():
-            d_loss = parts.objective.discriminator_loss(disc_engine, real, fake)
-        disc_engine.backward(d_loss)
-        disc_engine.step()
+        with section("discriminator"):
+            with precision.autocast():
+                d_loss = parts.objective.discriminator_loss(disc_engine, real, fake)
+            disc_engine.backward(d_loss)
+            disc_engine.step()
         metrics["loss/discriminator"] = float(d_loss.detach())
     return metrics
 
