@@ -27,18 +27,20 @@ import functools
 import io
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.common import RESULTS, Figure, figure, load_avg, machine, median, merge_results, rate, rounds, table
-from reid3dsl.config import Config, DataConfig, add_config_args, config_from_args
+from reid3dsl.config import Config, DataConfig, StorageConfig, add_config_args, config_from_args
 from reid3dsl.data.schema import MASK_EXT, Sample, SampleError, SampleMeta, check_keypoints, decode_sample
 from reid3dsl.errors import UserError, cli_main
 from reid3dsl.log import progress, setup_logging
@@ -64,12 +66,12 @@ class FileFolder(Dataset):
     labels and keypoints from one annotation file read once — with PIL, in a map-style Dataset. `root` is a local
     folder or an s3:// prefix (then every item costs one GET per image and one per mask)."""
 
-    def __init__(self, root: str, cfg: DataConfig) -> None:
+    def __init__(self, root: str, storage: StorageConfig) -> None:
         from reid3dsl.data.s3 import join_url, read_bytes
 
         self.root = root
-        self.cfg = cfg
-        self.items = json.loads(read_bytes(join_url(root, ANNOTATIONS), cfg))["items"]
+        self.storage = storage
+        self.items = json.loads(read_bytes(join_url(root, ANNOTATIONS), storage))["items"]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -79,7 +81,7 @@ class FileFolder(Dataset):
 
         from reid3dsl.data.s3 import join_url, read_bytes
 
-        with Image.open(io.BytesIO(read_bytes(join_url(self.root, name), self.cfg))) as img:
+        with Image.open(io.BytesIO(read_bytes(join_url(self.root, name), self.storage))) as img:
             return np.array(img.convert(mode))  # a writable copy, as torchvision's ToTensor makes
 
     def __getitem__(self, i: int) -> Sample:
@@ -115,12 +117,12 @@ def build(cfg: Config, work: Path, limit: int | None) -> BenchSet:
     from reid3dsl.data.s3 import register_s3_scheme
     from reid3dsl.data.writer import DatasetWriter
 
-    register_s3_scheme(cfg.data)
-    index = load_index(cfg.data.root, cfg.data)
+    register_s3_scheme(cfg.storage)
+    index = load_index(cfg.data.root, cfg.storage)
     shard_size = max(s.count or 1 for split in index.splits.values() for s in split.shards)
     skipped = SkipCounter()
     written = 0
-    with DatasetWriter(str(work / "shards"), index.dataset, cfg.data, shard_size=shard_size) as writer:
+    with DatasetWriter(str(work / "shards"), index.dataset, cfg.storage, shard_size=shard_size) as writer:
         for shard in (s for split in index.splits.values() for s in split.shards):
             for raw in raw_samples(shard.url):
                 try:
@@ -137,7 +139,7 @@ def build(cfg: Config, work: Path, limit: int | None) -> BenchSet:
                 break
     if not written:
         raise UserError(f"data set '{cfg.data.root}': no readable samples to benchmark with")
-    raws = [raw for shard in load_index(str(work / "shards"), cfg.data).split(SPLIT).shards
+    raws = [raw for shard in load_index(str(work / "shards"), cfg.storage).split(SPLIT).shards
             for raw in raw_samples(shard.url)]
     files = work / "files"
     items = []
@@ -158,38 +160,36 @@ def build(cfg: Config, work: Path, limit: int | None) -> BenchSet:
     return BenchSet(str(work / "shards"), str(files), raws)
 
 
-def upload(local: BenchSet, cfg: DataConfig) -> BenchSet:
-    """Put both layouts into the bucket of the S3 server `cfg` points at → the same set under s3:// prefixes."""
+def upload(local: BenchSet, storage: StorageConfig) -> BenchSet:
+    """Put both layouts into the bucket of the S3 server `storage` points at → the same set under s3:// prefixes."""
     from reid3dsl.data.s3 import put_file, s3_client
     from shards.upload import upload as upload_shards
 
-    s3_client(cfg).create_bucket(Bucket=BUCKET)
-    upload_shards(Path(local.shards), f"s3://{BUCKET}/shards", cfg)
+    s3_client(storage).create_bucket(Bucket=BUCKET)
+    upload_shards(Path(local.shards), f"s3://{BUCKET}/shards", storage)
     files = [p for p in Path(local.files).rglob("*") if p.is_file()]
     for path in progress(files, "upload files", unit="file"):
-        put_file(cfg, path, f"s3://{BUCKET}/files/{path.relative_to(local.files).as_posix()}")
+        put_file(storage, path, f"s3://{BUCKET}/files/{path.relative_to(local.files).as_posix()}")
     return BenchSet(f"s3://{BUCKET}/shards", f"s3://{BUCKET}/files", local.raws)
 
 
-def _with_data(cfg: Config, data: DataConfig, root: str) -> Config:
-    return cfg.model_copy(update={"data": data.model_copy(update={"root": root})})
-
-
-def shard_loader(cfg: Config, data: DataConfig, root: str) -> Callable[[], Iterator[dict[str, Any]]]:
-    """One pass of the pipeline's reader over the benchmark shards at `root` → batches."""
+def shard_loader(cfg: Config, storage: StorageConfig, root: str) -> Callable[[], Iterator[dict[str, Any]]]:
+    """One pass of the pipeline's reader over the benchmark shards at `root` (reached through `storage`) → batches."""
     from reid3dsl.data.pipeline import eval_batches, per_rank_batch
 
-    run_cfg = _with_data(cfg, data, root)
+    run_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": root}), "storage": storage})
     batch = per_rank_batch(cfg, cfg.cluster.num_workers)
     return lambda: eval_batches(run_cfg, SPLIT, 0, 1, batch)
 
 
-def file_loader(cfg: Config, data: DataConfig, root: str, clothes: dict[str, int]) -> Callable[[], Iterator[dict]]:
+def file_loader(
+    cfg: Config, storage: StorageConfig, root: str, clothes: dict[str, int]
+) -> Callable[[], Iterator[dict]]:
     """One pass of `FileFolder` at `root` through a DataLoader with the pipeline's workers, batch and transform."""
     from reid3dsl.data.pipeline import per_rank_batch
 
-    dataset = FileFolder(root, data)
-    workers = data.loader_workers
+    dataset = FileFolder(root, storage)
+    workers = cfg.data.loader_workers
     collate = functools.partial(_collate_files, cfg=cfg.data, clothes_to_index=clothes)
 
     def run() -> Iterator[dict[str, Any]]:
@@ -222,7 +222,6 @@ def agreement(loaders: dict[str, Callable[[], Iterator[dict[str, Any]]]]) -> dic
 def measure(cfg: Config, work: Path, limit: int | None, repeats: int) -> tuple[dict[str, Any], list[Figure]]:
     """Build the benchmark set, start the S3 server, check agreement, time every reader → (details, figures)."""
     from moto.server import ThreadedMotoServer
-    from pydantic import SecretStr
 
     from reid3dsl.data.index import load_index
     from reid3dsl.data.reader import SkipCounter, iter_samples
@@ -231,32 +230,36 @@ def measure(cfg: Config, work: Path, limit: int | None, repeats: int) -> tuple[d
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    # moto takes any credentials, but boto3 and pyarrow read them from the environment (the config holds
+    # none): fake ones for this process and the loader processes it starts, while the server runs.
+    fake_credentials = mock.patch.dict(os.environ, {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+    fake_credentials.start()
     try:
         host, port = server.get_host_and_port()
-        s3_data = cfg.data.model_copy(update={
-            "s3_endpoint": f"http://{host}:{port}", "s3_region": "us-east-1",
-            "s3_access_key_id": SecretStr("bench"), "s3_secret_access_key": SecretStr("bench"),
-        })
-        remote = upload(local, s3_data)
-        shards = list(load_index(local.shards, cfg.data).split(SPLIT).shards)
-        clothes = load_index(local.shards, cfg.data).clothes_to_index
+        s3 = cfg.storage.model_copy(update={"endpoint": f"http://{host}:{port}", "region": "us-east-1"})
+        remote = upload(local, s3)
+        shards = list(load_index(local.shards, cfg.storage).split(SPLIT).shards)
+        clothes = load_index(local.shards, cfg.storage).clothes_to_index
         loaders = {
-            "shards_local": shard_loader(cfg, cfg.data, local.shards),
-            "files_local": file_loader(cfg, cfg.data, local.files, clothes),
-            "shards_s3": shard_loader(cfg, s3_data, remote.shards),
-            "files_s3": file_loader(cfg, s3_data, remote.files, clothes),
+            "shards_local": shard_loader(cfg, cfg.storage, local.shards),
+            "files_local": file_loader(cfg, cfg.storage, local.files, clothes),
+            "shards_s3": shard_loader(cfg, s3, remote.shards),
+            "files_s3": file_loader(cfg, s3, remote.files, clothes),
         }
         checked = agreement(loaders)
         log.info("agreement: %s", checked)
         raws = local.raws
         timed: dict[str, Callable[[], float]] = {n: functools.partial(rate, count(fn)) for n, fn in loaders.items()}
-        timed["reader"] = functools.partial(rate, lambda: sum(1 for _ in iter_samples(shards, cfg.data, SkipCounter())))
+        timed["reader"] = functools.partial(
+            rate, lambda: sum(1 for _ in iter_samples(shards, cfg.storage, SkipCounter()))
+        )
         timed["decode"] = functools.partial(rate, lambda: sum(1 for raw in raws if decode_sample(raw)))
         timed["tar"] = functools.partial(rate, lambda: sum(1 for s in shards for _ in raw_samples(s.url)))
         load_before = load_avg()
         runs = rounds(timed, repeats)
         load_after = load_avg()
     finally:
+        fake_credentials.stop()
         server.stop()
     sps = {name: median(values) for name, values in runs.items()}
     tar_share = sps["reader"] / sps["tar"]

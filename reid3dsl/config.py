@@ -1,6 +1,6 @@
 """The one typed configuration of reid3dsl.
 
-A `Config` has the sections data, body, model, loss, train, eval, tracking and cluster. It is loaded
+A `Config` has the sections data, storage, body, model, loss, train, eval, tracking and cluster. It is loaded
 from YAML (a file may name `base: other.yaml`, relative to its own folder, and set only the `section.key`s it
 changes; a base may have its own), then `--set section.key=value` overrides are applied (each value parsed as
 YAML, then to the field's type), then the few environment variables the project honours fill fields that none
@@ -63,12 +63,19 @@ class DataConfig(_Section):
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
     erase_prob: float = Field(0.5, ge=0.0, le=1.0)
     pad: int = Field(10, ge=0, description="random-crop padding in pixels")
-    read_retries: int = Field(5, ge=0, le=100)
-    read_backoff: float = Field(0.5, ge=0, le=60, description="seconds before the first read retry; doubles each retry")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL override")
-    s3_region: str | None = None
-    s3_access_key_id: SecretStr | None = None
-    s3_secret_access_key: SecretStr | None = None
+
+
+class StorageConfig(_Section):
+    """S3-compatible object storage, for shards and checkpoints alike (s3:// in data.root, data.train_urls,
+    cluster.storage_path). No credentials here: boto3 and pyarrow read them from the environment
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), ~/.aws or the instance's identity."""
+
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL (MinIO, moto, ...); None: AWS (env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)"
+    )
+    region: str | None = Field(None, description="(env: AWS_REGION, AWS_DEFAULT_REGION)")
+    retries: int = Field(5, ge=0, le=100, description="retries of a failed read, upload or listing")
+    backoff: float = Field(0.5, ge=0, le=60, description="seconds before the first retry; doubles each retry")
 
 
 class BodyConfig(_Section):
@@ -207,6 +214,7 @@ class Config(_Section):
     """The resolved configuration: the only object passed around."""
 
     data: DataConfig = Field(default_factory=DataConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     body: BodyConfig = Field(default_factory=BodyConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -248,8 +256,8 @@ class Config(_Section):
 
 # Environment variables honoured, and the field each fills when neither YAML nor --set gave it.
 ENV_FIELDS: dict[str, tuple[str, ...]] = {
-    "data.s3_endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-    "data.s3_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "storage.endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "storage.region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "tracking.uri": ("MLFLOW_TRACKING_URI",),
     "tracking.token": ("MLFLOW_TRACKING_TOKEN",),
     "cluster.address": ("RAY_ADDRESS",),

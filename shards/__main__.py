@@ -1,7 +1,8 @@
 """`python -m shards {build,synth,upload,inspect}`: the command line of the shards package.
 
-Every subcommand also takes `--config FILE` and `--set data.key=value` (S3 endpoint, region, keys,
-retries come from the `data` section; AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL fill the endpoint).
+Every subcommand also takes `--config FILE` and `--set section.key=value`: S3 endpoint, region and retries come
+from the `storage` section (AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL fill the endpoint, AWS_REGION the region);
+credentials from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, instance identity).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             shard_size=args.shard_size,
             name=args.name,
         )
-        print(build(opts, cfg.data))
+        print(build(opts, cfg.storage))
     elif args.command == "synth":
         from shards.synth import synthesize
 
@@ -98,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "upload":
         from shards.upload import upload
 
-        upload(args.src, args.dest, cfg.data)
+        upload(args.src, args.dest, cfg.storage)
     else:
         from shards.inspect import format_report, inspect
 
-        report = inspect(args.path, cfg.data, grid=args.grid)
+        report = inspect(args.path, cfg.storage, grid=args.grid)
         print(format_report(report))
         if args.grid is not None:
             print(f"grid: {args.grid}")

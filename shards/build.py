@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.s3 import is_s3, join_url
 from reid3dsl.data.schema import Sample, SampleMeta, decode_image, missing_keypoints
 from reid3dsl.data.writer import DatasetWriter
@@ -101,7 +101,7 @@ def _check(opts: BuildOptions) -> None:
         raise UserError("--detector-weights: only used with --keypoints detect")
 
 
-def build(opts: BuildOptions, cfg: DataConfig) -> str:
+def build(opts: BuildOptions, storage: StorageConfig) -> str:
     """Build the shards of one data set; returns the data set root (`<out>/<name>`, local or s3://)."""
     _check(opts)
     found = scan(opts.dataset, opts.root)
@@ -123,7 +123,7 @@ def build(opts: BuildOptions, cfg: DataConfig) -> str:
     if not is_s3(opts.out):
         Path(opts.out).mkdir(parents=True, exist_ok=True)
     log.info("building %s from %s: %d images → %s", name, opts.root, len(images), root)
-    with DatasetWriter(root, name, cfg, shard_size=opts.shard_size) as writer:
+    with DatasetWriter(root, name, storage, shard_size=opts.shard_size) as writer:
         if opts.workers == 1:
             _Worker.setup(opts, keypoints, detector, None)
             results = map(_Worker.make, images)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from reid3dsl.body.draw import draw_outline, draw_skeleton
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.schema import Sample
@@ -95,10 +95,10 @@ class _GridPicker:
 
 
 def inspect(
-    url: str, cfg: DataConfig, grid: Path | None = None, grid_ids: int = 8, grid_per_id: int = 6
+    url: str, storage: StorageConfig, grid: Path | None = None, grid_ids: int = 8, grid_per_id: int = 6
 ) -> dict[str, Any]:
     """Read every sample under `url` → report dict (per split: counts; totals: skipped); optionally a grid PNG."""
-    index = load_index(url, cfg)
+    index = load_index(url, storage)
     reports: dict[str, SplitReport] = {}
     picker = _GridPicker(grid_ids, grid_per_id)
     # Spread the picture over splits: a few identities from each.
@@ -107,7 +107,7 @@ def inspect(
         counter = SkipCounter()
         rep = reports[name] = SplitReport()
         split_picker = _GridPicker(per_split_ids, grid_per_id)
-        samples = iter_samples(split.shards, cfg, counter)
+        samples = iter_samples(split.shards, storage, counter)
         for s in progress(samples, f"inspect {name}", total=split.count, unit="img"):
             rep.samples += 1
             rep.identities.add(s.meta.pid)

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from reid3dsl.config import BodyConfig, DataConfig
+from reid3dsl.config import BodyConfig, StorageConfig
 from reid3dsl.data.index import INDEX_NAME
 from reid3dsl.data.schema import Sample, SampleMeta
 from reid3dsl.data.writer import DatasetWriter
@@ -479,7 +479,7 @@ def synthesize(
     processes = min(processes or _processes(), len(jobs))
     log.info("synth: rendering %d images in %d process(es) into %s", len(plan.shots), processes, out)
     try:
-        with DatasetWriter(str(out), DATASET, DataConfig(), shard_size=SHARD_SIZE, replace=out.exists()) as writer:
+        with DatasetWriter(str(out), DATASET, StorageConfig(), shard_size=SHARD_SIZE, replace=out.exists()) as writer:
             if processes == 1:
                 _Worker.setup(plan, body_cfg, seed, None)
                 results = map(_Worker.render, jobs)

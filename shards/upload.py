@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import INDEX_NAME
 from reid3dsl.data.s3 import is_s3, join_url, parse_s3_url, put_file
 from reid3dsl.errors import UserError
@@ -17,7 +17,7 @@ from reid3dsl.log import progress
 log = logging.getLogger(__name__)
 
 
-def upload(src: Path, dest: str, cfg: DataConfig) -> int:
+def upload(src: Path, dest: str, storage: StorageConfig) -> int:
     """Upload every file under `src` (a data set folder or a folder of them) to `dest`; returns the count."""
     if not is_s3(dest):
         raise UserError(f"upload destination '{dest}': expected s3://bucket/prefix")
@@ -31,6 +31,6 @@ def upload(src: Path, dest: str, cfg: DataConfig) -> int:
         raise UserError(f"upload source '{src}': no {INDEX_NAME} inside (expected a shards build/synth output)")
     files.sort(key=lambda p: p.name == INDEX_NAME)  # stable: indexes last
     for path in progress(files, "upload", total=len(files), unit="file"):
-        put_file(cfg, path, join_url(dest, path.relative_to(src).as_posix()))
+        put_file(storage, path, join_url(dest, path.relative_to(src).as_posix()))
     log.info("uploaded %d files from %s to %s", len(files), src, dest)
     return len(files)

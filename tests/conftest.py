@@ -9,6 +9,18 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fake_aws_credentials() -> Iterator[None]:
+    """Fake AWS credentials in the environment for the whole session. The config holds none: boto3 and pyarrow
+    read them from the environment, and the moto server takes any. Ray started by a test (its workers) and
+    subprocesses inherit them; a developer's own credentials never reach the test servers."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a moto S3 server on 127.0.0.1 (a real HTTP endpoint boto3, pyarrow and subprocesses can use)."""
@@ -23,23 +35,12 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
-    """A fresh bucket on the local S3 server → (bucket name, `data` config values that reach it)."""
+    """A fresh bucket on the local S3 server → (bucket name, `storage` config values that reach it)."""
     import boto3
 
-    settings = {
-        "s3_endpoint": s3_endpoint,
-        "s3_region": "us-east-1",
-        "s3_access_key_id": "testing",
-        "s3_secret_access_key": "testing",
-    }
+    settings = {"endpoint": s3_endpoint, "region": "us-east-1"}
     name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name, settings
 
 
@@ -56,7 +57,7 @@ def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def toy_shards() -> Callable[..., str]:
     """Write a small data set straight through `DatasetWriter` (random crops with a person-sized box as
     mask and keypoints inside it): `toy_shards(root, ids=8, per_id=6, shard_size=10, outfits=2, splits=...)`."""
-    from reid3dsl.config import DataConfig
+    from reid3dsl.config import StorageConfig
     from reid3dsl.data.schema import Sample, SampleMeta
     from reid3dsl.data.writer import DatasetWriter
 
@@ -67,12 +68,12 @@ def toy_shards() -> Callable[..., str]:
         shard_size: int = 10,
         outfits: int = 2,
         splits: tuple[str, ...] = ("train",),
-        cfg: DataConfig | None = None,
+        storage: StorageConfig | None = None,
         size: tuple[int, int] = (32, 16),
     ) -> str:
         rng = np.random.default_rng(0)
         h, w = size
-        with DatasetWriter(str(root), "toy", cfg or DataConfig(), shard_size=shard_size) as writer:
+        with DatasetWriter(str(root), "toy", storage or StorageConfig(), shard_size=shard_size) as writer:
             for split in splits:
                 for pid in range(1, ids + 1):
                     for j in range(per_id):

@@ -48,7 +48,7 @@ def test_override_beats_yaml_and_yaml_beats_environment(tmp_path: Path) -> None:
     cfg = load_config(path, ["train.lr=0.3"], env=env)
     assert cfg.train.lr == 0.3
     assert cfg.tracking.uri == "sqlite:///a.db"
-    assert cfg.data.s3_endpoint == "http://127.0.0.1:9000"
+    assert cfg.storage.endpoint == "http://127.0.0.1:9000"
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -128,6 +128,8 @@ def test_every_shipped_config_resolves(path: Path) -> None:
         (["train.epochs=abc"], ["train.epochs", "'abc'", "integer"]),
         (["train.epochs=1.5"], ["train.epochs", "1.5", "integer"]),
         (["train.bogus=1"], ["unknown config key", "train.bogus", "epochs"]),
+        # Storage credentials come from the environment (or the instance), never from a config file or --set.
+        (["storage.secret_access_key=x"], ["unknown config key", "storage.secret_access_key", "endpoint"]),
         (["nosuch.key=1"], ["unknown config section", "nosuch", "data"]),
         (["model.backbone=vgg16"], ["model.backbone", "vgg16", "resnet18"]),
         (["cluster.use_gpu=maybe"], ["cluster.use_gpu", "maybe", "'auto'"]),
@@ -162,14 +164,13 @@ def test_bad_files_are_rejected_in_one_line(tmp_path: Path) -> None:
 
 
 def test_secrets_are_redacted_in_the_dump() -> None:
-    cfg = load_config(None, ["data.s3_secret_access_key=hunter2-secret", "tracking.token=tok-123"])
+    cfg = load_config(None, ["tracking.token=tok-123"])
     dumped = cfg.to_yaml()
     flat = cfg.flat()
-    assert "hunter2-secret" not in dumped and "tok-123" not in dumped
-    assert yaml.safe_load(dumped)["data"]["s3_secret_access_key"] == REDACTED
+    assert "tok-123" not in dumped and "tok-123" not in str(flat)
+    assert yaml.safe_load(dumped)["tracking"]["token"] == REDACTED
     assert flat["tracking.token"] == REDACTED
-    assert "hunter2-secret" not in str(flat)
-    assert cfg.to_dict(redact=False)["data"]["s3_secret_access_key"] == "hunter2-secret"
+    assert cfg.to_dict(redact=False)["tracking"]["token"] == "tok-123"
 
 
 def test_defaults_validate() -> None:

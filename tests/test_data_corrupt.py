@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid3dsl.config import DataConfig, load_config
+from reid3dsl.config import StorageConfig, load_config
 from reid3dsl.data.index import ShardInfo, load_index
 from reid3dsl.data.pipeline import eval_batches, train_batches
 from reid3dsl.data.reader import SkipCounter, iter_samples
@@ -21,12 +21,12 @@ def test_a_shard_truncated_in_the_middle_yields_its_intact_samples_and_counts_th
     tmp_path: Path, toy_shards: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     root = toy_shards(tmp_path / "toy", ids=4, per_id=5, shard_size=10, splits=("gallery",))
-    index = load_index(root, DataConfig())
+    index = load_index(root, StorageConfig())
     first = Path(index.split("gallery").shards[0].url)
     data = first.read_bytes()
     first.write_bytes(data[: len(data) // 2])
     counter = SkipCounter()
-    keys = [s.key for s in iter_samples(index.split("gallery").shards, DataConfig(), counter)]
+    keys = [s.key for s in iter_samples(index.split("gallery").shards, StorageConfig(), counter)]
     assert 10 < len(keys) < 20  # the second shard whole, the first up to the cut
     assert counter.total == 20 - len(keys)
     assert keys[-10:] == [f"gallery/{pid:03d}_{j:02d}" for pid in (3, 4) for j in range(5)]
@@ -54,7 +54,7 @@ def test_undecodable_images_malformed_json_and_bad_keypoints_are_skipped_and_cou
     tmp_path: Path, toy_shards: Callable[..., str]
 ) -> None:
     root = toy_shards(tmp_path / "toy", ids=2, per_id=5, shard_size=10)
-    shard = load_index(root, DataConfig()).split("train").shards[0]
+    shard = load_index(root, StorageConfig()).split("train").shards[0]
     bad = {
         "train/001_00.jpg": b"not a jpeg",
         "train/001_01.json": b"{pid: 1",
@@ -63,7 +63,7 @@ def test_undecodable_images_malformed_json_and_bad_keypoints_are_skipped_and_cou
     }
     rewrite_members(Path(shard.url), lambda name, data: bad.get(name, data))
     counter = SkipCounter()
-    keys = [s.key for s in iter_samples([shard], DataConfig(), counter)]
+    keys = [s.key for s in iter_samples([shard], StorageConfig(), counter)]
     assert counter.total == 4 and len(keys) == 6
     assert "train/001_04" in keys and "train/001_00" not in keys
 
@@ -72,7 +72,7 @@ def test_an_unreadable_shard_is_skipped_and_counted_and_training_goes_on(
     tmp_path: Path, toy_shards: Callable[..., str]
 ) -> None:
     root = toy_shards(tmp_path / "toy", ids=6, per_id=4, shard_size=8)
-    Path(load_index(root, DataConfig()).split("train").shards[1].url).unlink()
+    Path(load_index(root, StorageConfig()).split("train").shards[1].url).unlink()
     cfg = load_config(
         None,
         [
@@ -93,8 +93,8 @@ def test_a_missing_s3_object_is_skipped_and_counted(
     tmp_path: Path, toy_shards: Callable[..., str], s3_bucket: tuple[str, dict[str, str]]
 ) -> None:
     bucket, settings = s3_bucket
-    cfg = DataConfig(**settings, read_retries=2, read_backoff=0.01)
-    root = toy_shards(f"s3://{bucket}/toy", ids=2, per_id=3, shard_size=3, cfg=cfg)
+    cfg = StorageConfig(**settings, retries=2, backoff=0.01)
+    root = toy_shards(f"s3://{bucket}/toy", ids=2, per_id=3, shard_size=3, storage=cfg)
     shards = load_index(root, cfg).split("train").shards
     s3_client(cfg).delete_object(Bucket=bucket, Key="toy/train-000000.tar")
     counter = SkipCounter()

@@ -37,7 +37,7 @@ def test_every_batch_has_p_identities_times_k_images(
         env={},
     )
     p = batch_size // world // k
-    index = load_index(root, cfg.data)
+    index = load_index(root, cfg.storage)
     class_to_pid = {c: pid for pid, c in index.pid_to_class.items()}
     clothes_names = {i: name for name, i in index.clothes_to_index.items()}
     several_outfits = 0

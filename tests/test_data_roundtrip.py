@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reid3dsl.config import DataConfig, load_config
+from reid3dsl.config import StorageConfig, load_config
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.s3 import list_urls, pyarrow_s3_filesystem
@@ -18,7 +18,7 @@ from reid3dsl.errors import UserError
 from shards.__main__ import main
 
 
-def read_all(root: str, cfg: DataConfig) -> dict[str, Sample]:
+def read_all(root: str, cfg: StorageConfig) -> dict[str, Sample]:
     index = load_index(root, cfg)
     counter = SkipCounter()
     out = {s.key: s for split in index.splits.values() for s in iter_samples(split.shards, cfg, counter)}
@@ -55,7 +55,7 @@ def test_local_build_reads_back_every_source_image_with_its_labels(tmp_path: Pat
     make_list_dataset(tmp_path / "src")
     args = ["build", "--dataset", "list", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "out")]
     assert main([*args, "--shard-size", "3", "--workers", "2"]) == 0
-    samples = read_all(str(tmp_path / "out" / "list"), DataConfig())
+    samples = read_all(str(tmp_path / "out" / "list"), StorageConfig())
     assert len(samples) == 12
     s = samples["cam2/p1_5"]
     assert (s.meta.pid, s.meta.camid, s.meta.clothes, s.meta.split, s.meta.source) == (
@@ -69,7 +69,7 @@ def test_local_build_reads_back_every_source_image_with_its_labels(tmp_path: Pat
     source = cv2.cvtColor(cv2.imread(str(tmp_path / "src" / "cam2/p1_5.jpg")), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(s.image, source)
     assert s.mask is not None and s.mask[30, 16] == 255 and s.mask[30, 1] == 0  # GrabCut found the box
-    index = load_index(str(tmp_path / "out" / "list"), DataConfig())
+    index = load_index(str(tmp_path / "out" / "list"), StorageConfig())
     assert [sh.count for sh in index.split("train").shards] == [3, 3, 2]
     assert index.split("train").identities == (1, 2, 3) and index.num_classes == 3
     assert index.pid_to_class == {1: 0, 2: 1, 3: 2}
@@ -78,12 +78,12 @@ def test_local_build_reads_back_every_source_image_with_its_labels(tmp_path: Pat
 
 def test_writer_round_trip_is_exact_and_leaves_no_temp_files(tmp_path: Path, toy_shards: Callable[..., str]) -> None:
     root = toy_shards(tmp_path / "toy", ids=3, per_id=4, shard_size=5, splits=("train", "gallery"))
-    samples = read_all(root, DataConfig())
+    samples = read_all(root, StorageConfig())
     assert len(samples) == 24
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
     # Rebuilding replaces the data set as a whole.
     toy_shards(tmp_path / "toy", ids=2, per_id=2, shard_size=5)
-    assert len(read_all(root, DataConfig())) == 4
+    assert len(read_all(root, StorageConfig())) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
 
 
@@ -105,11 +105,11 @@ def test_a_writer_that_loses_a_race_keeps_the_winners_data_set(tmp_path: Path, t
     from reid3dsl.data.writer import DatasetWriter
 
     root = toy_shards(tmp_path / "toy", ids=2, per_id=2)
-    late = DatasetWriter(root, "toy", DataConfig(), replace=False)
-    late.write(next(iter(read_all(root, DataConfig()).values())))
+    late = DatasetWriter(root, "toy", StorageConfig(), replace=False)
+    late.write(next(iter(read_all(root, StorageConfig()).values())))
     with pytest.raises(FileExistsError):
         late.close()
-    assert len(read_all(root, DataConfig())) == 4
+    assert len(read_all(root, StorageConfig())) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
 
 
@@ -121,7 +121,7 @@ def test_writing_a_bad_field_names_the_sample_and_the_field() -> None:
 
 
 def s3_args(settings: dict[str, str]) -> list[str]:
-    return [arg for key, value in settings.items() for arg in ("--set", f"data.{key}={value}")]
+    return [arg for key, value in settings.items() for arg in ("--set", f"storage.{key}={value}")]
 
 
 def test_s3_upload_streams_back_the_same_samples(
@@ -131,11 +131,11 @@ def test_s3_upload_streams_back_the_same_samples(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bucket, settings = s3_bucket
-    cfg = DataConfig(**settings)
+    cfg = StorageConfig(**settings)
     local = toy_shards(tmp_path / "toy", ids=3, per_id=4, shard_size=5, splits=("train", "query"))
     assert main(["upload", str(tmp_path), f"s3://{bucket}/sets", *s3_args(settings)]) == 0
     assert f"s3://{bucket}/sets/toy/index.json" in list_urls(cfg, f"s3://{bucket}/sets/")
-    assert_same(read_all(local, DataConfig()), read_all(f"s3://{bucket}/sets/toy", cfg))
+    assert_same(read_all(local, StorageConfig()), read_all(f"s3://{bucket}/sets/toy", cfg))
     # inspect reads it over S3 too; pyarrow (Ray's checkpoint storage) reaches the same endpoint.
     assert main(["inspect", f"s3://{bucket}/sets/toy", *s3_args(settings)]) == 0
     assert "train" in capsys.readouterr().out
@@ -152,11 +152,11 @@ def test_build_writes_straight_to_s3(tmp_path: Path, s3_bucket: tuple[str, dict[
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
     assert main([*args, "--out", f"s3://{bucket}/built", *s3_args(settings)]) == 0
     assert_same(
-        read_all(str(tmp_path / "out" / "list"), DataConfig()),
-        read_all(f"s3://{bucket}/built/list", DataConfig(**settings)),
+        read_all(str(tmp_path / "out" / "list"), StorageConfig()),
+        read_all(f"s3://{bucket}/built/list", StorageConfig(**settings)),
     )
 
 
 def test_the_s3_endpoint_comes_from_the_environment_when_the_config_does_not_set_it(s3_endpoint: str) -> None:
     cfg = load_config(None, [], env={"AWS_ENDPOINT_URL": s3_endpoint})
-    assert cfg.data.s3_endpoint == s3_endpoint
+    assert cfg.storage.endpoint == s3_endpoint

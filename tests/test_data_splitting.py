@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reid3dsl.config import Config, DataConfig, load_config
+from reid3dsl.config import Config, StorageConfig, load_config
 from reid3dsl.data.index import load_index
 from reid3dsl.data.pipeline import eval_batches, train_batches
 from reid3dsl.data.reader import SkipCounter, iter_samples
@@ -27,7 +27,7 @@ def test_two_ranks_by_two_workers_read_every_sample_exactly_once_per_pass(
     tmp_path: Path, toy_shards: Callable[..., str], shard_size: int
 ) -> None:
     root = toy_shards(tmp_path / "toy", ids=6, per_id=5, shard_size=shard_size)
-    shards = load_index(root, DataConfig()).split("train").shards
+    shards = load_index(root, StorageConfig()).split("train").shards
     every = {f"train/{pid:03d}_{j:02d}" for pid in range(1, 7) for j in range(5)}
     orders = []
     for epoch in (0, 1):
@@ -36,7 +36,8 @@ def test_two_ranks_by_two_workers_read_every_sample_exactly_once_per_pass(
         for slot in range(RANKS * WORKERS):
             part = pass_assignment(shards, seed=0, epoch=epoch, slot=slot, num_slots=RANKS * WORKERS)
             read.update(s.url for s in part.shards)
-            seen.update(s.key for s in iter_samples(part.shards, DataConfig(), SkipCounter(), part.stride, part.offset))
+            samples = iter_samples(part.shards, StorageConfig(), SkipCounter(), part.stride, part.offset)
+            seen.update(s.key for s in samples)
         assert set(seen) == every and set(seen.values()) == {1}
         if len(shards) >= RANKS * WORKERS:
             assert set(read.values()) == {1} and len(read) == len(shards)  # shard level: each shard once

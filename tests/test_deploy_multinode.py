@@ -26,14 +26,13 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "two-nodes"
-S3_KEYS = {"s3_region": "us-east-1", "s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
 MAKE_BUCKET = textwrap.dedent(
     """
     import sys
     from reid3dsl.config import load_config
     from reid3dsl.data.s3 import s3_client
 
-    s3_client(load_config(None, sys.argv[2:]).data).create_bucket(Bucket=sys.argv[1])
+    s3_client(load_config(None, sys.argv[2:]).storage).create_bucket(Bucket=sys.argv[1])
     """
 )
 # One task pinned to each alive node; each reports the node it ran on, the address Ray gives that node
@@ -111,7 +110,7 @@ def two_node_run(
         with ray_cluster(hosts, workdir) as cluster:
             s3_endpoint, mlflow_uri = _start_servers(cluster, workdir)
             driver = cluster.run([sys.executable, str(script), cluster.address])
-            s3_sets = [f"data.s3_endpoint={s3_endpoint}", *(f"data.{k}={v}" for k, v in S3_KEYS.items())]
+            s3_sets = [f"storage.endpoint={s3_endpoint}", "storage.region=us-east-1"]
             cluster.wait_until_serving(s3_endpoint)
             _upload_shards(cluster, shards, s3_sets)
             cluster.wait_until_serving(f"{mlflow_uri}/health")

@@ -1,6 +1,7 @@
 """Checkpoints on S3: the smoke job with `cluster.storage_path=s3://...` on an S3 server (moto, 127.0.0.1) puts
-every worker's part of its checkpoints there, through the pyarrow filesystem built from the `data` section's
-S3 settings, leaves nothing on local disk, and a rerun of the same job name resumes from S3."""
+every worker's part of its checkpoints there, through the pyarrow filesystem built from the `storage` section
+(the credentials in the environment, as the workers inherit it), leaves nothing on local disk, and a rerun of
+the same job name resumes from S3."""
 
 from __future__ import annotations
 
@@ -43,12 +44,12 @@ def test_smoke_job_checkpoints_to_s3_and_a_rerun_resumes_from_there(
     bucket, settings = s3_bucket
     args = [
         *smoke_args(tmp_path, "s3-job"), f"cluster.storage_path=s3://{bucket}/ckpt",
-        *(f"data.{key}={value}" for key, value in settings.items()),
+        *(f"storage.{key}={value}" for key, value in settings.items()),
     ]
     first = run_job(load_config("configs/smoke.yaml", [*args, "train.epochs=1"], env={}))
     assert first["epoch"] == 1 and first["step"] == 2
 
-    client = s3_client(load_config(None, args, env={}).data)
+    client = s3_client(load_config(None, args, env={}).storage)
     prefix = "ckpt/s3-job"
     found = _checkpoints(client, bucket, prefix)
     assert len(found) == 1, f"expected one checkpoint under s3://{bucket}/{prefix}, found {sorted(found)}"

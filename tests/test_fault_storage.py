@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from reid3dsl.config import DataConfig, load_config
+from reid3dsl.config import StorageConfig, load_config
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 
 REGION = "us-east-1"
-KEY_ID = "testing"
 
 
 @dataclass
@@ -177,21 +176,19 @@ def bucket(endpoint: Endpoint, request: pytest.FixtureRequest) -> str:
     import boto3
 
     name = "f-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")
-    boto3.client("s3", endpoint_url=endpoint.url, region_name=REGION, aws_access_key_id=KEY_ID,
-                 aws_secret_access_key=KEY_ID).create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=endpoint.url, region_name=REGION).create_bucket(Bucket=name)
     endpoint.watch = None
     endpoint.refused.clear()
     return name
 
 
-def _data_cfg(endpoint: Endpoint, **kw: object) -> DataConfig:
-    return DataConfig(s3_endpoint=endpoint.url, s3_region=REGION, s3_access_key_id=KEY_ID,
-                      s3_secret_access_key=KEY_ID, **kw)
+def _storage(endpoint: Endpoint, retries: int, backoff: float) -> StorageConfig:
+    return StorageConfig(endpoint=endpoint.url, region=REGION, retries=retries, backoff=backoff)
 
 
-def _big_shards(toy_shards: Callable[..., str], root: str, cfg: DataConfig) -> str:
+def _big_shards(toy_shards: Callable[..., str], root: str, storage: StorageConfig) -> str:
     """3 shards of 60 samples of 256x128 noise (about 2.4 MB each: more than two 1 MB read buffers)."""
-    return toy_shards(root, ids=6, per_id=30, shard_size=60, cfg=cfg, size=(256, 128))
+    return toy_shards(root, ids=6, per_id=30, shard_size=60, storage=storage, size=(256, 128))
 
 
 def _retry_offsets(caplog: pytest.LogCaptureFixture, shard: str) -> list[int]:
@@ -202,7 +199,7 @@ def _retry_offsets(caplog: pytest.LogCaptureFixture, shard: str) -> list[int]:
 def test_endpoint_gone_for_seconds_mid_shard_reads_resume_at_the_byte_and_nothing_is_lost(
     endpoint: Endpoint, bucket: str, toy_shards: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = _data_cfg(endpoint, read_retries=6, read_backoff=0.25)
+    cfg = _storage(endpoint, retries=6, backoff=0.25)
     root = _big_shards(toy_shards, f"s3://{bucket}/toy", cfg)
     shards = load_index(root, cfg).split("train").shards
 
@@ -236,7 +233,7 @@ def test_endpoint_gone_for_seconds_mid_shard_reads_resume_at_the_byte_and_nothin
 def test_a_shard_still_unreadable_after_the_retries_is_skipped_and_counted_and_the_rest_is_read(
     endpoint: Endpoint, bucket: str, toy_shards: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = _data_cfg(endpoint, read_retries=2, read_backoff=0.05)
+    cfg = _storage(endpoint, retries=2, backoff=0.05)
     root = _big_shards(toy_shards, f"s3://{bucket}/toy", cfg)
     shards = load_index(root, cfg).split("train").shards
     # Broken 1 MB into the first shard, and every request for it reset from then on.
@@ -250,7 +247,7 @@ def test_a_shard_still_unreadable_after_the_retries_is_skipped_and_counted_and_t
     assert counter.total == 60 - len(first_shard), "the lost samples must be counted"
     assert len(keys) == 180 - counter.total, "the other shards must be read whole"
     retries = _retry_offsets(caplog, "train-000000.tar")
-    assert len(retries) >= 2, "expected data.read_retries retries before the skip"
+    assert len(retries) >= 2, "expected storage.retries retries before the skip"
     assert any("lost" in r.getMessage() and "train-000000.tar" in r.getMessage() for r in caplog.records)
     print(f"\nunreadable shard: {counter.total} samples skipped and counted after {len(retries)} retries; "
           f"{len(keys)} samples read from the rest")
@@ -271,12 +268,11 @@ def test_checkpoint_upload_retries_through_a_storage_outage(
         (local / name).write_bytes(data)
     write_manifest(local, 0, 1)
     cfg = load_config(None, [
-        f"cluster.storage_path=s3://{bucket}/runs", "cluster.name=job", f"data.s3_endpoint={endpoint.url}",
-        f"data.s3_region={REGION}", f"data.s3_access_key_id={KEY_ID}", f"data.s3_secret_access_key={KEY_ID}",
-        "data.read_retries=2", "data.read_backoff=2.0",
+        f"cluster.storage_path=s3://{bucket}/runs", "cluster.name=job", f"storage.endpoint={endpoint.url}",
+        f"storage.region={REGION}", "storage.retries=2", "storage.backoff=2.0",
     ], env={})
     # Storage goes away for 3.5 s as it answers the upload of the weights: longer than pyarrow's own retries
-    # can span (data.read_retries + 1 attempts, AWS standard mode: random backoff of up to 1 s, then 2 s), shorter
+    # can span (storage.retries + 1 attempts, AWS standard mode: random backoff of up to 1 s, then 2 s), shorter
     # than ours (2 s, then 4 s).
     endpoint.watch = Watch(f"/{bucket}/runs/job/checkpoint_000001/model/weights.pt", after_bytes=0, outage_s=3.5)
     caplog.set_level(logging.WARNING, logger="reid3dsl")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.errors import UserError
@@ -78,8 +78,8 @@ def test_imported_keypoints_reach_the_shards_and_images_without_detections_get_c
     path.write_text(json.dumps([{"image_id": "imgs/1.jpg", "keypoints": values(5), "score": 1.0}]))
     args = ["build", "--dataset", "list", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "out")]
     assert main([*args, "--keypoints", str(path), "--masks", "none"]) == 0
-    index = load_index(str(tmp_path / "out" / "list"), DataConfig())
-    samples = {s.key: s for s in iter_samples(index.split("train").shards, DataConfig(), SkipCounter())}
+    index = load_index(str(tmp_path / "out" / "list"), StorageConfig())
+    samples = {s.key: s for s in iter_samples(index.split("train").shards, StorageConfig(), SkipCounter())}
     np.testing.assert_allclose(samples["imgs/1"].keypoints.ravel()[:3], values(5)[:3], rtol=1e-5)
     assert samples["imgs/0"].keypoints.tolist() == [[0.0, 0.0, 0.0]] * 17
     assert samples["imgs/2"].keypoints.tolist() == [[0.0, 0.0, 0.0]] * 17
@@ -110,7 +110,7 @@ def test_detection_runs_keypoint_rcnn_from_a_local_weights_file(tmp_path: Path) 
     args = ["build", "--dataset", "list", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "out")]
     detect = ["--keypoints", "detect", "--detector-weights", str(tmp_path / "krcnn.pth"), "--masks", "none"]
     assert main([*args, *detect]) == 0
-    index = load_index(str(tmp_path / "out" / "list"), DataConfig())
-    (sample,) = iter_samples(index.split("train").shards, DataConfig(), SkipCounter())
+    index = load_index(str(tmp_path / "out" / "list"), StorageConfig())
+    (sample,) = iter_samples(index.split("train").shards, StorageConfig(), SkipCounter())
     kp = sample.keypoints
     assert kp.shape == (17, 3) and ((kp[:, 2] >= 0) & (kp[:, 2] <= 1)).all()

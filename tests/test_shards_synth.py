@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reid3dsl.config import BodyConfig, DataConfig
+from reid3dsl.config import BodyConfig, StorageConfig
 from reid3dsl.data.index import INDEX_NAME, load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.schema import Sample
@@ -28,9 +28,9 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory, standin_dir: str) -> Path
 
 
 def read(root: Path) -> list[Sample]:
-    index = load_index(str(root), DataConfig())
+    index = load_index(str(root), StorageConfig())
     counter = SkipCounter()
-    samples = [s for split in index.splits.values() for s in iter_samples(split.shards, DataConfig(), counter)]
+    samples = [s for split in index.splits.values() for s in iter_samples(split.shards, StorageConfig(), counter)]
     assert counter.total == 0
     return samples
 

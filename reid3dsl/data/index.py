@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.s3 import join_url, read_bytes
 from reid3dsl.data.schema import SPLITS
 from reid3dsl.errors import UserError
@@ -148,11 +148,11 @@ def parse_index(doc: Any, root: str) -> DatasetIndex:
     )
 
 
-def load_index(root: str, cfg: DataConfig) -> DatasetIndex:
+def load_index(root: str, storage: StorageConfig) -> DatasetIndex:
     """Read `<root>/index.json` (local or s3://) → `DatasetIndex`; missing or malformed → one-line UserError."""
     url = join_url(root, INDEX_NAME)
     try:
-        data = read_bytes(url, cfg)
+        data = read_bytes(url, storage)
     except FileNotFoundError:
         raise UserError(
             f"data set '{root}': no {INDEX_NAME} (expected a folder written by `python -m shards build` or "

@@ -98,7 +98,7 @@ class TrainStream(IterableDataset):
             log.log(logging.INFO if epoch == 0 else logging.DEBUG, "rank %d/%d, reader %d/%d, pass %d reads %s",
                     self.rank, self.world_size, slot, num_slots, epoch, what)
             pids: set[int] = set()
-            for sample in iter_samples(part.shards, self.cfg.data, counter, part.stride, part.offset):
+            for sample in iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset):
                 if sample.meta.pid not in self.pid_to_class:
                     counter.add(1, f"sample '{sample.key}': pid {sample.meta.pid} is not a training identity")
                     continue
@@ -146,7 +146,7 @@ class EvalStream(IterableDataset):
         counter = SkipCounter()
         transform = SampleTransform(self.cfg.data, train=False)
         part = assign_shards(self.shards, slot, num_slots)
-        samples = iter_samples(part.shards, self.cfg.data, counter, part.stride, part.offset)
+        samples = iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset)
         while batch := list(itertools.islice(samples, self.batch_size)):
             pids = [s.meta.pid for s in batch]
             yield collate(batch, transform, None, pids, self.clothes_to_index, counter.take())
@@ -209,7 +209,7 @@ def train_batches(cfg: Config, rank: int, world_size: int) -> Iterator[dict[str,
     `train.steps_per_epoch` batches per epoch). `pid` holds class indices 0..C-1 (`DatasetIndex.num_classes`);
     see `collate` for the batch dict and its shapes (B = train.batch_size // world_size)."""
     _check_rank(rank, world_size)
-    index = load_index(cfg.data.root, cfg.data)
+    index = load_index(cfg.data.root, cfg.storage)
     dataset = TrainStream(cfg, index, training_shards(cfg, index), rank, world_size)
     return _loader(dataset, cfg.data.loader_workers)
 
@@ -222,5 +222,5 @@ def eval_batches(
     _check_rank(rank, world_size)
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size}: expected >= 1")
-    index = load_index(cfg.data.root, cfg.data)
+    index = load_index(cfg.data.root, cfg.storage)
     return _loader(EvalStream(cfg, index, split, rank, world_size, batch_size), cfg.data.loader_workers)

@@ -2,7 +2,7 @@
 
 A shard is opened through `webdataset.gopen` (local path, or s3:// via the scheme `reid3dsl.data.s3`
 registers), expanded by `tar_file_expander` and grouped by `group_by_keys`. Whatever cannot be used — an
-unreadable shard (after the retries of `data.read_retries`), a truncated or corrupt tar member, an
+unreadable shard (after the retries of `storage.retries`), a truncated or corrupt tar member, an
 undecodable image, a malformed json — is skipped, logged and counted in a `SkipCounter`; with the
 per-shard counts of index.json, the samples lost after a truncation are counted too.
 """
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import ShardInfo
 from reid3dsl.data.s3 import register_s3_scheme
 from reid3dsl.data.schema import Sample, SampleError, decode_sample
@@ -53,7 +53,7 @@ class Skipped:
     count: int = 1
 
 
-def read_shard(shard: ShardInfo, cfg: DataConfig) -> Iterator[Sample | Skipped]:
+def read_shard(shard: ShardInfo, storage: StorageConfig) -> Iterator[Sample | Skipped]:
     """Every stored position of one shard in order: a `Sample`, or a `Skipped` saying why not.
 
     When the shard stops early (unreadable, truncated, corrupt header) and index.json gave its count, a
@@ -62,7 +62,7 @@ def read_shard(shard: ShardInfo, cfg: DataConfig) -> Iterator[Sample | Skipped]:
     import webdataset as wds
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    register_s3_scheme(cfg)
+    register_s3_scheme(storage)
     errors: list[BaseException] = []
 
     def keep_going(exn: BaseException) -> bool:
@@ -100,13 +100,13 @@ def owned(position: int, count: int, stride: int, offset: int) -> int:
 
 
 def iter_samples(
-    shards: Sequence[ShardInfo], cfg: DataConfig, counter: SkipCounter, stride: int = 1, offset: int = 0
+    shards: Sequence[ShardInfo], storage: StorageConfig, counter: SkipCounter, stride: int = 1, offset: int = 0
 ) -> Iterator[Sample]:
     """The good samples of `shards` in order, keeping stream positions i with i % stride == offset; every bad
     sample at a kept position is added to `counter` (so readers sharing shards never count one twice)."""
     position = 0
     for shard in shards:
-        for item in read_shard(shard, cfg):
+        for item in read_shard(shard, storage):
             n = item.count if isinstance(item, Skipped) else 1
             mine = owned(position, n, stride, offset)
             position += n

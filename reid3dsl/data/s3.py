@@ -1,10 +1,11 @@
-"""S3 access for shards, from the `data` config section: one boto3 client per process, webdataset's `s3`
-gopen scheme, reads that retry with backoff and resume where they broke, put/list helpers, and the pyarrow
-S3 filesystem Ray Train stores checkpoints in (built from the same settings).
+"""S3 access for shards and checkpoints, from the `storage` config section: one boto3 client per process,
+webdataset's `s3` gopen scheme, reads that retry with backoff and resume where they broke, put/list helpers,
+and the pyarrow S3 filesystem Ray Train stores checkpoints in (built from the same settings).
 
-Credentials: `data.s3_access_key_id`/`data.s3_secret_access_key` when given, else the standard AWS chain
-(environment, ~/.aws, instance profile). Endpoint: `data.s3_endpoint` (the config loader fills it from
-AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL), so MinIO, moto or any S3-compatible server works.
+Credentials are never configured: boto3 and pyarrow take them from the standard AWS chain (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN in the environment, ~/.aws, the instance's identity). Endpoint:
+`storage.endpoint` (the config loader fills it from AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL), so MinIO, moto or
+any S3-compatible server works.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlparse
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,34 +52,19 @@ def join_url(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def _settings(cfg: DataConfig) -> tuple[Any, ...]:
-    key = cfg.s3_access_key_id.get_secret_value() if cfg.s3_access_key_id else None
-    secret = cfg.s3_secret_access_key.get_secret_value() if cfg.s3_secret_access_key else None
-    return (cfg.s3_endpoint, cfg.s3_region, key, secret, cfg.read_retries)
-
-
-def s3_client(cfg: DataConfig) -> Any:
+def s3_client(cfg: StorageConfig) -> Any:
     """The boto3 S3 client for these settings, one per process (boto3 clients do not survive a fork)."""
-    settings = _settings(cfg)
-    cache_key = (os.getpid(), *settings)
+    cache_key = (os.getpid(), cfg.endpoint, cfg.region)
     client = _clients.get(cache_key)
     if client is None:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        endpoint, region, key, secret, _ = settings
-        if (key is None) != (secret is None):
-            raise UserError(
-                "data.s3_access_key_id / data.s3_secret_access_key: expected both or neither "
-                "(neither: the standard AWS credential chain)"
-            )
         client = boto3.session.Session().client(
             "s3",
-            endpoint_url=endpoint,
-            region_name=region,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-            # Retries are ours (`retry`, data.read_retries): botocore retrying too would multiply the attempts.
+            endpoint_url=cfg.endpoint,
+            region_name=cfg.region,
+            # Retries are ours (`retry`, storage.retries): botocore retrying too would multiply the attempts.
             config=BotoConfig(retries={"mode": "standard", "total_max_attempts": 1}),
         )
         _clients[cache_key] = client
@@ -91,9 +77,9 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in PERMANENT_CODES
 
 
-def backoff_s(cfg: DataConfig, attempt: int) -> float:
-    """Seconds to wait before retry number `attempt` (1-based): exponential from data.read_backoff."""
-    return min(MAX_BACKOFF_S, cfg.read_backoff * 2 ** (attempt - 1))
+def backoff_s(cfg: StorageConfig, attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): exponential from storage.backoff."""
+    return min(MAX_BACKOFF_S, cfg.backoff * 2 ** (attempt - 1))
 
 
 def retry(
@@ -166,7 +152,7 @@ class RetryingReader(io.RawIOBase):
         super().close()
 
 
-def open_s3(url: str, cfg: DataConfig) -> BinaryIO:
+def open_s3(url: str, cfg: StorageConfig) -> BinaryIO:
     """A buffered, retrying read stream of the object at `url`."""
     bucket, key = parse_s3_url(url)
     client = s3_client(cfg)
@@ -183,11 +169,11 @@ def open_s3(url: str, cfg: DataConfig) -> BinaryIO:
                 return io.BytesIO(b"")
             raise
 
-    raw = RetryingReader(fetch, cfg.read_retries, lambda attempt: backoff_s(cfg, attempt), url)
+    raw = RetryingReader(fetch, cfg.retries, lambda attempt: backoff_s(cfg, attempt), url)
     return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
 
 
-def register_s3_scheme(cfg: DataConfig) -> None:
+def register_s3_scheme(cfg: StorageConfig) -> None:
     """Make `webdataset.gopen` (and so `webdataset.WebDataset`) open `s3://` URLs through `open_s3`."""
     from webdataset.gopen import gopen_schemes
 
@@ -199,32 +185,32 @@ def register_s3_scheme(cfg: DataConfig) -> None:
     gopen_schemes["s3"] = gopen_s3
 
 
-def open_url(url: str, cfg: DataConfig) -> BinaryIO:
+def open_url(url: str, cfg: StorageConfig) -> BinaryIO:
     """Open a local path or s3:// URL for reading."""
     return open_s3(url, cfg) if is_s3(url) else open(url, "rb")  # noqa: SIM115 (caller closes)
 
 
-def read_bytes(url: str, cfg: DataConfig) -> bytes:
+def read_bytes(url: str, cfg: StorageConfig) -> bytes:
     with open_url(url, cfg) as stream:
         return stream.read()
 
 
-def _retry_s3(cfg: DataConfig, op: Callable[[], T], what: str) -> T:
-    return retry(op, cfg.read_retries, lambda attempt: backoff_s(cfg, attempt), what)
+def _retry_s3(cfg: StorageConfig, op: Callable[[], T], what: str) -> T:
+    return retry(op, cfg.retries, lambda attempt: backoff_s(cfg, attempt), what)
 
 
-def put_file(cfg: DataConfig, path: str | Path, url: str) -> None:
+def put_file(cfg: StorageConfig, path: str | Path, url: str) -> None:
     """Upload one local file to `url` (multipart for large files; S3 objects appear atomically)."""
     bucket, key = parse_s3_url(url)
     _retry_s3(cfg, lambda: s3_client(cfg).upload_file(str(path), bucket, key), f"upload of {url}")
 
 
-def put_bytes(cfg: DataConfig, data: bytes, url: str) -> None:
+def put_bytes(cfg: StorageConfig, data: bytes, url: str) -> None:
     bucket, key = parse_s3_url(url)
     _retry_s3(cfg, lambda: s3_client(cfg).put_object(Bucket=bucket, Key=key, Body=data), f"upload of {url}")
 
 
-def list_urls(cfg: DataConfig, prefix_url: str) -> list[str]:
+def list_urls(cfg: StorageConfig, prefix_url: str) -> list[str]:
     """Every object URL under the prefix (all pages), sorted."""
     bucket, prefix = parse_s3_url(prefix_url)
 
@@ -236,7 +222,7 @@ def list_urls(cfg: DataConfig, prefix_url: str) -> list[str]:
     return _retry_s3(cfg, listing, f"listing of {prefix_url}")
 
 
-def pyarrow_s3_filesystem(cfg: DataConfig) -> Any:
+def pyarrow_s3_filesystem(cfg: StorageConfig) -> Any:
     """`pyarrow.fs.S3FileSystem` from the same settings as `s3_client` (for Ray Train's storage_filesystem).
 
     pyarrow ignores AWS_ENDPOINT_URL*, so the endpoint is passed as `endpoint_override`; paths given to it are
@@ -244,15 +230,11 @@ def pyarrow_s3_filesystem(cfg: DataConfig) -> Any:
     """
     from pyarrow import fs
 
-    endpoint, region, key, secret, retries = _settings(cfg)
-    kwargs: dict[str, Any] = {"retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=retries + 1)}
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    kwargs: dict[str, Any] = {"retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=cfg.retries + 1)}
+    if cfg.endpoint:
+        parsed = urlparse(cfg.endpoint if "://" in cfg.endpoint else f"https://{cfg.endpoint}")
         kwargs["endpoint_override"] = parsed.netloc
         kwargs["scheme"] = parsed.scheme
-    if region:
-        kwargs["region"] = region
-    if key is not None and secret is not None:
-        kwargs["access_key"] = key
-        kwargs["secret_key"] = secret
+    if cfg.region:
+        kwargs["region"] = cfg.region
     return fs.S3FileSystem(**kwargs)

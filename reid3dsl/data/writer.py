@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from reid3dsl.config import DataConfig
+from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import INDEX_NAME, index_to_json
 from reid3dsl.data.s3 import is_s3, join_url, put_bytes, put_file
 from reid3dsl.data.schema import MASK_EXT, SPLITS, Sample, encode_sample
@@ -48,7 +48,9 @@ class DatasetWriter:
     that lost a race keeps the winner's copy).
     """
 
-    def __init__(self, root: str, dataset: str, cfg: DataConfig, shard_size: int = 1000, replace: bool = True) -> None:
+    def __init__(
+        self, root: str, dataset: str, cfg: StorageConfig, shard_size: int = 1000, replace: bool = True
+    ) -> None:
         if shard_size < 1:
             raise UserError(f"shard size {shard_size}: expected at least 1 sample per shard")
         self.root = root

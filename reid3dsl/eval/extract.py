@@ -161,8 +161,8 @@ def read_images(cfg: Config, split: str, keys: set[str]) -> dict[str, np.ndarray
     from reid3dsl.data.schema import Sample
 
     found: dict[str, np.ndarray] = {}
-    for shard in load_index(cfg.data.root, cfg.data).split(split).shards:
-        for item in read_shard(shard, cfg.data):
+    for shard in load_index(cfg.data.root, cfg.storage).split(split).shards:
+        for item in read_shard(shard, cfg.storage):
             if isinstance(item, Sample) and item.key in keys:
                 found[item.key] = item.image
         if len(found) == len(keys):

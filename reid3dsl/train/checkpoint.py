@@ -3,7 +3,7 @@
 Saving: every rank writes its DeepSpeed shard of both engines into a local folder, rank 0 adds the loop state,
 and each rank adds a manifest (`manifest-rank<r>.json`: size and SHA-256 of every file it wrote, and the world
 size). `ray.train.report` merges the folders into one checkpoint in storage; the upload is ours
-(`checkpoint_upload_fn`) so that it retries with backoff (data.read_retries, data.read_backoff) when the storage
+(`checkpoint_upload_fn`) so that it retries with backoff (storage.retries, storage.backoff) when the storage
 endpoint goes away for a while. Ray registers a checkpoint only after every rank has reported it, so a worker that
 dies mid-upload leaves at most an unregistered, incomplete folder.
 
@@ -53,14 +53,15 @@ class TrainState:
 
 def storage(cfg: Config) -> tuple[str, Any]:
     """Ray Train's storage path and pyarrow filesystem for `cluster.storage_path`: S3 through pyarrow with the
-    data pipeline's S3 settings (path without `s3://`), else the local filesystem."""
+    `storage` section's settings, as the data pipeline uses them (path without `s3://`), else the local
+    filesystem."""
     from pyarrow import fs
 
     path = cfg.cluster.storage_path
     if path.startswith("s3://"):
         from reid3dsl.data.s3 import pyarrow_s3_filesystem
 
-        return path[len("s3://"):].rstrip("/"), pyarrow_s3_filesystem(cfg.data)
+        return path[len("s3://"):].rstrip("/"), pyarrow_s3_filesystem(cfg.storage)
     return path.rstrip("/"), fs.LocalFileSystem()
 
 
@@ -181,7 +182,7 @@ def restore(cfg: Config, engine: Any, disc_engine: Any | None) -> TrainState:
 
 def checkpoint_uploader(cfg: Config) -> Callable[[Any, str], Any]:
     """Ray Train `checkpoint_upload_fn`: copy a rank's checkpoint folder into the run's folder in storage, retried
-    with exponential backoff (data.read_retries times from data.read_backoff seconds) when storage fails."""
+    with exponential backoff (storage.retries times from storage.backoff seconds) when storage fails."""
     from reid3dsl.data.s3 import backoff_s, retry
 
     def upload(checkpoint: Any, dir_name: str) -> Any:
@@ -197,7 +198,7 @@ def checkpoint_uploader(cfg: Config) -> Callable[[Any, str], Any]:
             fs.copy_files(checkpoint.path, dest, source_filesystem=checkpoint.filesystem,
                           destination_filesystem=filesystem, use_threads=False)
 
-        retry(copy, cfg.data.read_retries, lambda attempt: backoff_s(cfg.data, attempt), f"upload of checkpoint {dest}")
+        retry(copy, cfg.storage.retries, lambda a: backoff_s(cfg.storage, a), f"upload of checkpoint {dest}")
         return ray.train.Checkpoint(path=dest, filesystem=filesystem)
 
     return upload

@@ -55,7 +55,7 @@ def build_components(cfg: Config, device: torch.device, rank: int, world_size: i
     from reid3dsl.data.pipeline import train_batches
     from reid3dsl.train.evaluator import Evaluator
 
-    index = load_index(cfg.data.root, cfg.data)
+    index = load_index(cfg.data.root, cfg.storage)
     prior = mean_pose = None
     if cfg.model.streams != "rgb":
         from reid3dsl.body.prior import load_prior

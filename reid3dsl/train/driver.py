@@ -78,7 +78,7 @@ def prepare(cfg: Config) -> Config:
 
         synthesize(cfg.data.root, cfg.data.synth_identities, cfg.data.synth_outfits,
                    cfg.data.synth_images_per_outfit, cfg.data.synth_seed, cfg.body)
-    check_inputs(cfg, load_index(cfg.data.root, cfg.data))
+    check_inputs(cfg, load_index(cfg.data.root, cfg.storage))
     return cfg
 
 
