@@ -90,12 +90,16 @@ class BodyConfig(_Section):
     num_betas: int = Field(10, ge=1, le=300)
     focal_length: float = Field(5000.0, gt=0, description="camera focal length in pixels of a crop focal_res high")
     focal_res: float = Field(224.0, gt=0, description="crop height (pixels) that focal_length refers to")
-    sil_sigma: float = Field(1e-4, gt=0, description="soft rasteriser blur (sigma, squared NDC units)")
+    sil_blur_px: float = Field(
+        1.0, gt=0, le=16,
+        description="soft silhouette edge, in pixels of the render: faces this far from a pixel still add 1e-4 "
+        "(the blur scales with the render size, so every size gets gradients off the edge)",
+    )
     sil_gamma: float = Field(1e-4, gt=0, description="soft rasteriser opacity (gamma)")
     faces_per_pixel: int = Field(
-        8, ge=1, le=100,
-        description="faces blended per pixel; must cover the faces within the blur: 8 for the low stand-in, "
-        "32 for the full one or real SMPL (else the silhouette gets holes)",
+        16, ge=1, le=100,
+        description="faces blended per pixel; must cover the faces within the blur: 16 for the low stand-in at "
+        "a 1-pixel blur (8 left 7% of the body uncovered at 64x32), 32 for the full one or real SMPL",
     )
 
 
@@ -154,6 +158,11 @@ class TrainConfig(_Section):
     lr_3d: float = Field(1e-4, gt=0, description="Adam learning rate of the 3D estimator")
     lr_d: float = Field(1e-4, gt=0, description="discriminator learning rate")
     warmup_epochs: int = Field(1, ge=0)
+    assp_epochs: int = Field(
+        0, ge=0,
+        description="first epochs of the budget in which the 3D stream learns from the projection and adversarial "
+        "losses only (ASSP warm-up; its identity losses start after)",
+    )
     schedule: Literal["step", "cosine"] = "cosine"
     milestones: list[int] = Field(default_factory=lambda: [40, 70])
     gamma: float = Field(0.1, gt=0, le=1)

@@ -20,9 +20,6 @@ JOINT = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
 # Parent of each joint in SMPL's kinematic tree (-1: the root).
 SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
-# Left/right swap of SMPL joints (for horizontal flips of poses).
-SMPL_FLIP_PERM: tuple[int, ...] = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
-
 COCO17_NAMES: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
     "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -78,5 +75,3 @@ BODY_PARTS: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {
 # Global orientation (rotation matrix) of an upright person facing the camera: SMPL's y-up,
 # z-forward body turned into the camera's y-down, z-away frame.
 UPRIGHT_FACING_CAMERA: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
-
-NUM_BETAS_DEFAULT = 10

@@ -3,9 +3,10 @@
 `SilhouetteRenderer` (pytorch3d MeshRasterizer + SoftSilhouetteShader; blur, opacity and faces per
 pixel from `BodyConfig`) is the training-time projection: batched, any crop size, differentiable
 w.r.t. vertices and camera, always computed in fp32 (autocast is switched off inside, since the
-soft rasteriser's distances underflow in half precision). `TexturedRenderer` (MeshRenderer +
-HardPhongShader + TexturesVertex, a point light) makes pictures without gradients: RGB, a hard
-mask and keypoints in the shard format, for the synthetic data set and for figures.
+soft rasteriser's distances underflow in half precision). Its blur is set in pixels of the render
+(`blur_sigma`), so a small render gets as wide an edge, in pixels, as a large one. `TexturedRenderer`
+(MeshRenderer + HardPhongShader + TexturesVertex, a point light) makes pictures without gradients: RGB,
+a hard mask and keypoints in the shard format, for the synthetic data set and for figures.
 """
 
 from __future__ import annotations
@@ -27,8 +28,24 @@ def _meshes(vertices: torch.Tensor, faces: torch.Tensor, textures=None):
 
 
 def _bin_size(device: torch.device) -> int | None:
-    # The coarse-to-fine rasteriser pays off on GPUs; on CPU the naive one is as fast (shared/FACTS.md).
+    # The coarse-to-fine rasteriser pays off on GPUs; on CPU the naive one was measured as fast (bin_size 0 and
+    # None alike for a 1280- and a 5120-face body at 32x16 and 64x32).
     return 0 if device.type == "cpu" else None
+
+
+# SoftRas' cut-off: faces whose soft coverage of a pixel is below this probability are left out.
+_CUTOFF = 1e-4
+SHARP_BLUR_PX = 0.05  # an edge too narrow to spill into neighbouring pixels: the silhouette as it is
+
+
+def blur_sigma(blur_px: float, image_size: tuple[int, int]) -> float:
+    """SoftSilhouetteShader's sigma for an edge `blur_px` pixels wide at `image_size` (H, W).
+
+    pytorch3d's soft silhouette is sigmoid(-d² / sigma) of the squared distance d² in NDC, and its pixels are
+    2 / min(H, W) NDC units wide in both directions; a face `blur_px` pixels away then covers a pixel with
+    probability `_CUTOFF`."""
+    ndc = blur_px * 2.0 / min(image_size)
+    return ndc**2 / math.log(1.0 / _CUTOFF - 1.0)
 
 
 class SilhouetteRenderer:
@@ -36,21 +53,26 @@ class SilhouetteRenderer:
 
     def __init__(self, cfg: BodyConfig) -> None:
         self.focal = normalized_focal(cfg.focal_length, cfg.focal_res)
-        self.sigma = cfg.sil_sigma
+        self.blur_px = cfg.sil_blur_px
         self.gamma = cfg.sil_gamma
         self.faces_per_pixel = cfg.faces_per_pixel
 
     def render(self, vertices: torch.Tensor, faces: torch.Tensor, cam_t: torch.Tensor,
-               image_size: tuple[int, int]) -> torch.Tensor:
-        """Vertices (B, V, 3) in body coordinates, faces (F, 3) long, cam_t (B, 3) → silhouettes (B, H, W) in [0, 1]."""
+               image_size: tuple[int, int], blur_px: float | None = None) -> torch.Tensor:
+        """Vertices (B, V, 3) in body coordinates, faces (F, 3) long, cam_t (B, 3) → silhouettes (B, H, W) in [0, 1].
+
+        `blur_px` overrides the configured edge width, e.g. `SHARP_BLUR_PX` to measure the silhouette itself: a soft
+        edge covers pixels next to it (that is what gives them gradients), so a soft silhouette thresholded at 0.5
+        reaches about half a pixel beyond the body."""
         from pytorch3d.renderer import BlendParams, MeshRasterizer, RasterizationSettings, SoftSilhouetteShader
 
+        sigma = blur_sigma(self.blur_px if blur_px is None else blur_px, image_size)
         with torch.autocast(device_type=vertices.device.type, enabled=False):
             verts, t = vertices.float(), cam_t.float()
             settings = RasterizationSettings(
                 image_size=tuple(image_size),
-                # SoftRas' choice: faces further than this contribute probability < 1e-4.
-                blur_radius=math.log(1.0 / 1e-4 - 1.0) * self.sigma,
+                # pytorch3d compares blur_radius with squared NDC distances, as the shader's sigma.
+                blur_radius=math.log(1.0 / _CUTOFF - 1.0) * sigma,
                 faces_per_pixel=self.faces_per_pixel,
                 bin_size=_bin_size(verts.device),
                 perspective_correct=False,
@@ -58,7 +80,7 @@ class SilhouetteRenderer:
             cameras = pytorch3d_cameras(t, image_size, self.focal)
             meshes = _meshes(verts, faces)
             fragments = MeshRasterizer(cameras=cameras, raster_settings=settings)(meshes)
-            images = SoftSilhouetteShader(BlendParams(sigma=self.sigma, gamma=self.gamma))(fragments, meshes)
+            images = SoftSilhouetteShader(BlendParams(sigma=sigma, gamma=self.gamma))(fragments, meshes)
         return images[..., 3]
 
 
