@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reid3dsl.errors import UserError
-from reid3dsl.eval import metrics
+from reid3dsl.eval import metrics, ranking
 from reid3dsl.eval.metrics import Features, evaluate, pairwise_distances, prcc
 from reid3dsl.eval.reference import evaluate_reference
 
@@ -122,7 +122,7 @@ def test_evaluate_equals_the_reference_when_rows_are_split_across_threads_and_ca
     # distances make ties between good items and negatives common, so the tie resolution runs there too.
     rng = np.random.default_rng(9)
     num_q, num_g = 300, 4000
-    assert num_q * num_g >= metrics._MIN_PARALLEL and metrics._GROUP_BYTES // (4 * num_g) < num_q // 4
+    assert num_q * num_g >= ranking._MIN_PARALLEL and ranking._GROUP_BYTES // (4 * num_g) < num_q // 4
     distmat = (rng.integers(0, 200, (num_q, num_g)) / 8.0).astype(np.float32)
     labels = (rng.integers(0, 60, num_q), rng.integers(0, 60, num_g), rng.integers(0, 4, num_q),
               rng.integers(0, 4, num_g), rng.integers(0, 2, num_q), rng.integers(0, 2, num_g))
@@ -161,6 +161,21 @@ def test_feature_input_computes_distances_one_chunk_at_a_time(monkeypatch) -> No
     labels = (rng.integers(0, 9, 100), rng.integers(0, 9, 400), rng.integers(0, 3, 100), rng.integers(0, 3, 400))
     evaluate(Features(rng.standard_normal((100, 8)), rng.standard_normal((400, 8))), *labels, chunk_size=16)
     assert max(rows_seen) <= 16 and sum(rows_seen) == 100
+
+
+def test_evaluate_prints_nothing_and_reports_progress_only_to_its_callback(capfd: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(8)
+    distmat = rng.random((100, 50)).astype(np.float32)
+    labels = (rng.integers(0, 5, 100), rng.integers(0, 5, 50), rng.integers(0, 3, 100), rng.integers(0, 3, 50))
+    chunks: list[int] = []
+    evaluate(distmat, *labels, chunk_size=16, on_chunk=chunks.append)
+    assert chunks == [16] * 6 + [4]
+    drawn: list[int] = []
+    prcc(distmat, *labels, chunk_size=64, draws=3, on_chunk=drawn.append)
+    assert drawn == [64, 36] * 3
+    evaluate(distmat, *labels)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", "the pure evaluation drew a progress bar"
 
 
 def test_chunk_size_does_not_change_results() -> None:

@@ -7,21 +7,17 @@ are good or junk by the protocol's rule, junk is removed, items of other pids st
 without a good item are skipped (`num_valid` counts the rest). CMC is clipped at 1, AP averaged over valid
 queries, mINP = mean of (number of good items) / (rank of the last one).
 
-How it avoids a per-query loop and a full argsort: the rank of a good item among kept items is
-1 + (good items before it) + (negatives before it). Per chunk of queries, a few rows at a time are copied,
-sorted by value only (numpy's SIMD sort on CPU, threads splitting the chunk; an argsort, which must carry
-indices, is ~30x slower in torch) and binary-searched while still in cache, counting all items below each
-good item's distance; the few same-pid items (good and junk) are subtracted exactly from a small per-query
-table. Exact ties between a good item and a negative are resolved by gallery index from the unsorted row,
-only where they occur. Memory: cache-sized sort buffers per thread, plus one `(chunk, G)` distance block
-when the input is `Features` (the distance matrix then never exists whole).
+This module is the public API and checks what callers pass; the ranks come from the counting kernel in
+`reid3dsl.eval.ranking` (no per-query loop, no full argsort). Memory: the kernel's cache-sized sort buffers,
+plus one `(chunk, G)` distance block when the input is `Features` (the distance matrix then never exists
+whole). Nothing here reports progress: a caller that wants a bar passes `on_chunk` (e.g. a tqdm's `update`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +25,7 @@ import numpy as np
 import torch
 
 from reid3dsl.errors import UserError
-from reid3dsl.log import progress
+from reid3dsl.eval.ranking import SamePid, good_ranks
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +145,15 @@ def evaluate(
     mode: Mode = "standard",
     max_rank: int = 50,
     chunk_size: int = 512,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """CMC, mAP, mINP of a ranking problem.
 
     distmat: distances `(Q, G)` (numpy or torch, any float dtype, any device), or `Features` (distances
     computed per chunk). Labels: `(Q,)` / `(G,)` ints (pids, camids) and, for cc/sc, clothes labels of any
     hashable kind (e.g. "12_2"). `chunk_size` queries are processed at a time: it bounds memory to a few
-    `(chunk_size, G)` buffers and does not change the result.
+    `(chunk_size, G)` buffers and does not change the result. `on_chunk`, if given, is called after each
+    chunk with the number of queries it held (Q in all).
     Returns {"cmc": np.ndarray (max_rank,), "mAP": float, "mINP": float, "num_valid": int}.
     """
     if mode not in MODES:
@@ -166,28 +164,26 @@ def evaluate(
         raise UserError(f"chunk_size = {chunk_size!r}: expected an integer >= 1")
     source = _DistanceSource(distmat)
     num_q, num_g = source.shape
-    labels = _Labels(q_pids, g_pids, q_camids, g_camids, q_clothes, g_clothes, num_q, num_g, mode, source.device)
+    same_pid = _same_pid(q_pids, g_pids, q_camids, g_camids, q_clothes, g_clothes, num_q, num_g, mode, source.device)
 
     # Per-query values, summed once at the end: the result does not depend on the chunking, to the bit.
     first_ranks: list[torch.Tensor] = []
     aps: list[torch.Tensor] = []
     inps: list[torch.Tensor] = []
-    threads = max(1, torch.get_num_threads())
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        blocks = source.blocks(chunk_size) if num_g else iter(())  # an empty gallery: no query is valid
-        counter = _RowCounter(pool, threads)
-        total = -(-num_q // chunk_size)
-        for start, block in progress(blocks, desc="evaluate", total=total, unit="chunk"):
-            ranks, n_good = _good_ranks(block, counter, labels, start, start + block.shape[0])
-            valid = n_good > 0
-            ranks, n_good = ranks[valid], n_good[valid]
-            position = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
-            in_row = position[None, :] <= n_good[:, None]
-            precision = torch.where(in_row, position[None, :] / ranks.to(torch.float64), 0.0)
-            aps.append((precision.sum(dim=1) / n_good).cpu())
-            last = ranks.gather(1, (n_good - 1).clamp_min(0)[:, None]).squeeze(1)
-            inps.append((n_good.to(torch.float64) / last).cpu())
-            first_ranks.append(ranks[:, 0].cpu())
+    blocks = source.blocks(chunk_size) if num_g else iter(())  # an empty gallery: no query is valid
+    for ranks, n_good in good_ranks(blocks, same_pid):
+        chunk_queries = n_good.shape[0]
+        valid = n_good > 0
+        ranks, n_good = ranks[valid], n_good[valid]
+        position = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
+        in_row = position[None, :] <= n_good[:, None]
+        precision = torch.where(in_row, position[None, :] / ranks.to(torch.float64), 0.0)
+        aps.append((precision.sum(dim=1) / n_good).cpu())
+        last = ranks.gather(1, (n_good - 1).clamp_min(0)[:, None]).squeeze(1)
+        inps.append((n_good.to(torch.float64) / last).cpu())
+        first_ranks.append(ranks[:, 0].cpu())
+        if on_chunk is not None:
+            on_chunk(chunk_queries)
     num_valid = int(sum(len(f) for f in first_ranks))
     if num_valid == 0:
         log.warning("evaluate (%s): no query has a valid match in the gallery; all metrics are 0", mode)
@@ -215,10 +211,12 @@ def prcc(
     chunk_size: int = 512,
     draws: int = 10,
     seed: int = 0,
+    on_chunk: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """PRCC's single-shot protocol: each draw keeps one random gallery image per identity and runs
     `evaluate` on that gallery; returns the mean over `draws` seeded draws (same keys as `evaluate`;
-    `num_valid` is the mean per draw, rounded). Same arguments as `evaluate` plus `draws` and `seed`."""
+    `num_valid` is the mean per draw, rounded). Same arguments as `evaluate` plus `draws` and `seed`;
+    `on_chunk` sees every draw's chunks (draws x Q queries in all)."""
     if not isinstance(draws, int) or draws < 1:
         raise UserError(f"draws = {draws!r}: expected an integer >= 1")
     g_pid_arr = label_array(g_pids, "g_pids")
@@ -245,6 +243,7 @@ def prcc(
                 mode=mode,
                 max_rank=max_rank,
                 chunk_size=chunk_size,
+                on_chunk=on_chunk,
             )
         )
     return {
@@ -298,192 +297,46 @@ class _DistanceSource:
             yield start, self.features(query, out=buf[: query.shape[0]])
 
 
-class _Labels:
-    """Validated labels, plus for each query the gallery items of its pid: the only items whose kind
-    (good / junk) depends on the query. Gallery indices of one pid are kept in ascending order."""
-
-    def __init__(
-        self,
-        q_pids: Any,
-        g_pids: Any,
-        q_camids: Any,
-        g_camids: Any,
-        q_clothes: Any,
-        g_clothes: Any,
-        num_q: int,
-        num_g: int,
-        mode: str,
-        device: torch.device,
-    ) -> None:
-        arrays = {}
-        for name, value, n, rows in (
-            ("q_pids", q_pids, num_q, "distmat rows"),
-            ("g_pids", g_pids, num_g, "distmat columns"),
-            ("q_camids", q_camids, num_q, "distmat rows"),
-            ("g_camids", g_camids, num_g, "distmat columns"),
-        ):
-            arr = label_array(value, name)
+def _same_pid(
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    q_clothes: Any,
+    g_clothes: Any,
+    num_q: int,
+    num_g: int,
+    mode: str,
+    device: torch.device,
+) -> SamePid:
+    """Validated labels on `device` → the kernel's per-query table of same-pid gallery items, with the
+    protocol's rule of which of them are good."""
+    arrays = {}
+    for name, value, n, rows in (
+        ("q_pids", q_pids, num_q, "distmat rows"),
+        ("g_pids", g_pids, num_g, "distmat columns"),
+        ("q_camids", q_camids, num_q, "distmat rows"),
+        ("g_camids", g_camids, num_g, "distmat columns"),
+    ):
+        arr = label_array(value, name)
+        if arr.shape[0] != n:
+            raise UserError(f"{name}: expected {n} labels (one per {rows[:-1]}), got {arr.shape[0]}")
+        if arr.dtype.kind not in "iu" and arr.size:
+            raise UserError(f"{name}: expected integer labels, got dtype {arr.dtype}")
+        arrays[name] = torch.from_numpy(arr.astype(np.int64)).to(device)
+    q_codes = g_codes = None
+    if mode != "standard":
+        if q_clothes is None or g_clothes is None:
+            raise UserError(f"mode '{mode}': expected q_clothes and g_clothes (clothes labels), got None")
+        qc, gc = label_array(q_clothes, "q_clothes"), label_array(g_clothes, "g_clothes")
+        for name, arr, n in (("q_clothes", qc, num_q), ("g_clothes", gc, num_g)):
             if arr.shape[0] != n:
-                raise UserError(f"{name}: expected {n} labels (one per {rows[:-1]}), got {arr.shape[0]}")
-            if arr.dtype.kind not in "iu" and arr.size:
-                raise UserError(f"{name}: expected integer labels, got dtype {arr.dtype}")
-            arrays[name] = torch.from_numpy(arr.astype(np.int64)).to(device)
-        self.mode = mode
-        self.q_cam, self.g_cam = arrays["q_camids"], arrays["g_camids"]
-        self.q_clothes = self.g_clothes = None
-        if mode != "standard":
-            if q_clothes is None or g_clothes is None:
-                raise UserError(f"mode '{mode}': expected q_clothes and g_clothes (clothes labels), got None")
-            qc, gc = label_array(q_clothes, "q_clothes"), label_array(g_clothes, "g_clothes")
-            for name, arr, n in (("q_clothes", qc, num_q), ("g_clothes", gc, num_g)):
-                if arr.shape[0] != n:
-                    raise UserError(f"{name}: expected {n} labels, got {arr.shape[0]}")
-            # Any hashable labels (strings such as "12_2") become shared integer codes.
-            _, codes = np.unique(np.concatenate([qc.astype(object), gc.astype(object)]), return_inverse=True)
-            codes = torch.from_numpy(codes.astype(np.int64)).to(device)
-            self.q_clothes, self.g_clothes = codes[:num_q], codes[num_q:]
-        g_pid = arrays["g_pids"]
-        self.g_order = torch.sort(g_pid, stable=True).indices
-        sorted_pids = g_pid[self.g_order]
-        self.lo = torch.searchsorted(sorted_pids, arrays["q_pids"], side="left")
-        self.count = torch.searchsorted(sorted_pids, arrays["q_pids"], side="right") - self.lo
-
-    def same_pid(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For queries [start, stop): gallery indices `(C, P)` of items with the query's pid (padded with 0),
-        a mask `(C, P)` of real entries, and which of them are good matches `(C, P)`."""
-        lo, count = self.lo[start:stop], self.count[start:stop]
-        width = max(int(count.max()), 1) if count.numel() else 1
-        offset = torch.arange(width, device=lo.device)
-        real = offset[None, :] < count[:, None]
-        pos = torch.where(real, lo[:, None] + offset[None, :], 0).clamp_max(max(self.g_order.numel() - 1, 0))
-        idx = torch.where(real, self.g_order[pos], 0)
-        same_cam = self.g_cam[idx] == self.q_cam[start:stop, None]
-        same_clothes = None
-        if self.q_clothes is not None and self.g_clothes is not None:
-            same_clothes = self.g_clothes[idx] == self.q_clothes[start:stop, None]
-        good = real & good_among_same_pid(same_cam, same_clothes, self.mode)
-        return idx, real, good
-
-
-# Rows are sorted and searched in groups of about this many bytes, so the binary searches run on rows that
-# are still in the core's cache (about 20x faster than searching a whole sorted chunk afterwards).
-_GROUP_BYTES = 1 << 19
-# Blocks smaller than this (elements) stay on the calling thread: handing them out costs more than it saves.
-_MIN_PARALLEL = 1 << 20
-
-
-class _RowCounter:
-    """Counts, for each row of a `(C, G)` distance block and each (value, gallery index) of that row in
-    `values`, `index` `(C, P)`, the items of the row that a stable sort puts before it.
-
-    On CPU: each thread copies a few rows at a time, sorts them with numpy's SIMD sort (values only, in place;
-    numpy releases the GIL) and binary-searches them while they are hot; ties are resolved on the same hot
-    rows. No `(C, G)` sorted copy exists. Elsewhere: torch.sort of the block on its device, then the same.
-    """
-
-    def __init__(self, pool: ThreadPoolExecutor, threads: int) -> None:
-        self.pool, self.threads = pool, threads
-
-    def __call__(
-        self,
-        block: torch.Tensor,
-        values: torch.Tensor,
-        index: torch.Tensor,
-        equal: torch.Tensor,
-        want: torch.Tensor,
-        start: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """block `(C, G)`; values, index, equal (items known to equal each value, at least 1), want `(C, P)`;
-        `start`: the first row's query index. Returns, all `(C, P)`: below (items with a smaller value),
-        tied (want, and more items equal the value than `equal`), tied_before (where tied: items equal to the
-        value with a smaller gallery index; 0 elsewhere)."""
-        if block.device.type != "cpu":
-            return _count(torch.sort(block, dim=1).values, block, values, index, equal, want, start)
-        rows, cols = block.shape
-        src = block.numpy()
-        below = torch.empty(values.shape, dtype=torch.int64)
-        tied = torch.empty(values.shape, dtype=torch.bool)
-        tied_before = torch.empty(values.shape, dtype=torch.int64)
-        group = max(2, _GROUP_BYTES // max(1, cols * src.itemsize))
-        share = rows if block.numel() < _MIN_PARALLEL else -(-rows // self.threads)
-
-        def work(first: int) -> None:
-            buf = np.empty((min(group, rows), cols), dtype=src.dtype)
-            for a in range(first, min(first + share, rows), group):
-                b = min(a + group, first + share, rows)
-                hot = buf[: b - a]
-                hot[...] = src[a:b]
-                hot.sort(axis=1)
-                below[a:b], tied[a:b], tied_before[a:b] = _count(
-                    torch.from_numpy(hot), block[a:b], values[a:b], index[a:b], equal[a:b], want[a:b], start + a
-                )
-
-        list(self.pool.map(work, range(0, rows, share)))
-        return below, tied, tied_before
-
-
-def _count(
-    sorted_rows: torch.Tensor,
-    rows: torch.Tensor,
-    values: torch.Tensor,
-    index: torch.Tensor,
-    equal: torch.Tensor,
-    want: torch.Tensor,
-    start: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_RowCounter` on rows `(c, G)` and the same rows sorted ascending. Whether more than `equal` items equal
-    a value takes one look past the known equal ones, not a second search; only such ties scan the row."""
-    last = sorted_rows[:, -1]
-    if bool(torch.isnan(last).any()):  # NaN sorts last
-        row = start + int(torch.isnan(last).nonzero()[0])
-        raise UserError(f"distances: expected no NaN, found one in query row {row}")
-    width = sorted_rows.shape[1]
-    below = torch.searchsorted(sorted_rows, values, side="left")
-    after = below + equal
-    tied = want & (after < width) & (sorted_rows.gather(1, after.clamp_max(width - 1)) == values)
-    tied_before = torch.zeros_like(below)
-    if bool(tied.any()):
-        r, c = tied.nonzero(as_tuple=True)
-        col = torch.arange(width, device=rows.device)
-        piece = max(1, rows.shape[0])  # ties scanned this many at a time: memory within the rows' own size
-        for a in range(0, r.numel(), piece):
-            rr, cc = r[a : a + piece], c[a : a + piece]
-            hits = (rows[rr] == values[rr, cc, None]) & (col[None, :] < index[rr, cc, None])
-            tied_before[rr, cc] = hits.sum(dim=1)
-    return below, tied, tied_before
-
-
-def _good_ranks(
-    block: torch.Tensor, counter: _RowCounter, labels: _Labels, start: int, stop: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ranks among kept items of every good match of queries [start, stop).
-
-    block `(C, G)` distances. Returns ranks `(C, P)` int64, 1-based, ascending along each row for its first
-    n_good entries (the good items in stable (distance, index) order; entries past n_good are meaningless),
-    and n_good `(C,)`.
-    """
-    idx, real, good = labels.same_pid(start, stop)
-    dist = block.gather(1, idx)
-    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
-    # Goods first, each group in (distance, gallery index) order: idx ascends along the row, sorts are stable.
-    by_dist = torch.sort(dist, dim=1, stable=True).indices
-    order = by_dist.gather(1, torch.sort((~good).gather(1, by_dist).to(torch.uint8), dim=1, stable=True).indices)
-    good_d = dist.gather(1, order).contiguous()
-    good_i = idx.gather(1, order)
-    n_good = good.sum(dim=1)
-    in_row = torch.arange(good_d.shape[1], device=good_d.device)[None, :] < n_good[:, None]
-
-    # The query's own-pid items (good and junk) below / at each good distance: they are not negatives.
-    same_sorted = torch.sort(torch.where(real, dist, inf), dim=1).values
-    same_below = torch.searchsorted(same_sorted, good_d, side="left")
-    same_equal = torch.searchsorted(same_sorted, good_d, side="right") - same_below
-    same_equal -= (~real).sum(dim=1, keepdim=True) * (good_d == inf)  # padding is +inf
-    # Items of any kind before each good item; where a negative ties with it, also the tied ones before it.
-    below, tied, tied_before = counter(block, good_d, good_i, same_equal, in_row, start)
-    neg_before = below - same_below
-    if bool(tied.any()):
-        r, c = tied.nonzero(as_tuple=True)
-        same_tied_before = ((dist[r] == good_d[r, c, None]) & real[r] & (idx[r] < good_i[r, c, None])).sum(dim=1)
-        neg_before[r, c] += tied_before[r, c] - same_tied_before
-    ranks = neg_before + torch.arange(1, good_d.shape[1] + 1, device=good_d.device)[None, :]
-    return ranks, n_good
+                raise UserError(f"{name}: expected {n} labels, got {arr.shape[0]}")
+        # Any hashable labels (strings such as "12_2") become shared integer codes.
+        _, codes = np.unique(np.concatenate([qc.astype(object), gc.astype(object)]), return_inverse=True)
+        codes = torch.from_numpy(codes.astype(np.int64)).to(device)
+        q_codes, g_codes = codes[:num_q], codes[num_q:]
+    return SamePid(
+        arrays["q_pids"], arrays["g_pids"], arrays["q_camids"], arrays["g_camids"], q_codes, g_codes,
+        functools.partial(good_among_same_pid, mode=mode),
+    )
