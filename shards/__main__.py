@@ -31,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         "--root",
         required=True,
         type=Path,
-        help="the data set's own folder (see DESIGN.md); for list: a folder holding train.txt, query.txt, "
-        "gallery.txt with lines 'relative/path pid camid [clothes]'",
+        help="the data set's own folder (which one, per data set: docs/shard-format.md); for list: a folder "
+        "holding train.txt, query.txt, gallery.txt with lines 'relative/path pid camid [clothes]'",
     )
     b.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; writes <out>/<name>/")
     b.add_argument("--name", default=None, help="data set name in the output (default: --dataset)")

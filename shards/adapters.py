@@ -1,7 +1,7 @@
 """Data set adapters: a folder in the data set's own layout → the list of its images with labels.
 
-Each adapter is a folder walk and a file-name rule (shared/FACTS.md): Market-1501 and DukeMTMC-reID
-(`0002_c1s1_000451_03.jpg`: pid, camera; pid -1 junk dropped, pid 0 distractors kept in the gallery),
+Each adapter is a folder walk and a file-name rule (docs/shard-format.md has them as a table): Market-1501
+and DukeMTMC-reID (`0002_c1s1_000451_03.jpg`: pid, camera; pid -1 junk dropped, pid 0 distractors kept in the gallery),
 PRCC (`rgb/{train,test/A|B|C}/<pid>/`: camera A/B/C, A and B one outfit, C another; test A = gallery,
 B = same-clothes query, C = clothes-changing query), LTCC (`001_1_c11_015850.png`: pid, clothes, camera),
 VC-Clothes (`0001-01-01-01.jpg`: pid, camera, clothes, frame) and `list` (text files of

@@ -59,9 +59,9 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_a_file_inherits_its_base_chain_and_replaces_values_key_by_key(tmp_path: Path) -> None:
-    _write(tmp_path, "shared/root.yaml", "train: {lr: 0.1, epochs: 7, milestones: [1, 2, 3]}\nmodel: {mgs: false}\n")
-    _write(tmp_path, "shared/mid.yaml", "base: root.yaml\ntrain:\n  epochs: 8\n  milestones: [5]\n")
-    child = _write(tmp_path, "child.yaml", "base: shared/mid.yaml\ntrain:\n  lr: 0.2\ndata:\n  pad: 3\n")
+    _write(tmp_path, "common/root.yaml", "train: {lr: 0.1, epochs: 7, milestones: [1, 2, 3]}\nmodel: {mgs: false}\n")
+    _write(tmp_path, "common/mid.yaml", "base: root.yaml\ntrain:\n  epochs: 8\n  milestones: [5]\n")
+    child = _write(tmp_path, "child.yaml", "base: common/mid.yaml\ntrain:\n  lr: 0.2\ndata:\n  pad: 3\n")
     cfg = load_config(child, env={})
     assert cfg.train.lr == 0.2  # the child replaces the root's value
     assert cfg.train.epochs == 8  # the middle file replaces the root's, the child leaves it
