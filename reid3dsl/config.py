@@ -46,6 +46,8 @@ class DataConfig(_Section):
     synth_outfits: int = Field(3, ge=1)
     synth_images_per_outfit: int = Field(8, ge=2)
     synth_seed: int = 0
+    synth_height: int = Field(128, ge=32, le=1024, description="the embedded set's native crop height (pixels)")
+    synth_width: int = Field(64, ge=16, le=1024, description="the embedded set's native crop width (pixels)")
     height: int = Field(128, ge=16, le=1024, description="RGB stream input height")
     width: int = Field(64, ge=8, le=1024, description="RGB stream input width")
     shape_height: int = Field(128, ge=16, le=1024, description="3D stream input height")

@@ -8,6 +8,7 @@ credentials from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -84,18 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(build(opts, cfg.storage))
     elif args.command == "synth":
-        from shards.synth import synthesize
+        from reid3dsl.data.synth import DATASET, Recipe, synthesize
 
-        d = cfg.data
-        root = synthesize(
-            args.out / "synth",
-            identities=d.synth_identities if args.identities is None else args.identities,
-            outfits=d.synth_outfits if args.outfits is None else args.outfits,
-            images_per_outfit=d.synth_images_per_outfit if args.images_per_outfit is None else args.images_per_outfit,
-            seed=d.synth_seed if args.seed is None else args.seed,
-            body_cfg=cfg.body,
-        )
-        print(root)
+        flags = {"identities": args.identities, "outfits": args.outfits,
+                 "images_per_outfit": args.images_per_outfit, "seed": args.seed}
+        recipe = dataclasses.replace(Recipe.from_config(cfg.data), **{k: v for k, v in flags.items() if v is not None})
+        print(synthesize(args.out / DATASET, recipe, cfg.body))
     elif args.command == "upload":
         from shards.upload import upload
 

@@ -3,6 +3,7 @@ with the images, the splits support the standard, SC and CC protocols, and synth
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from reid3dsl.config import BodyConfig, StorageConfig
 from reid3dsl.data.index import INDEX_NAME, load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.schema import Sample
+from reid3dsl.data.synth import RECIPE_NAME, Recipe, Shot, ShotRenderer, design, synthesize
 from shards.__main__ import main
-from shards.synth import Shot, ShotRenderer, design, synthesize
 
 TINY = ["--identities", "4", "--outfits", "2", "--images-per-outfit", "4", "--seed", "3"]
 
@@ -84,7 +85,7 @@ def test_an_identity_keeps_its_shape_across_outfits_and_shares_clothes_with_anot
     import torch
 
     body = BodyConfig(standin_dir=standin_dir)
-    plan = design(4, 3, 2, seed=5, num_betas=body.num_betas)
+    plan = design(Recipe(4, 3, 2, seed=5), body.num_betas)
     # Every second identity of a split wears the previous identity's first outfit: texture misleads.
     assert plan.person(2).outfits[-1] == plan.person(1).outfits[0]
     assert len({o for p in plan.people for o in p.outfits}) < sum(len(p.outfits) for p in plan.people)
@@ -103,18 +104,31 @@ def test_an_identity_keeps_its_shape_across_outfits_and_shares_clothes_with_anot
     assert inter / union < 0.9  # another identity: another silhouette in the same pose
 
 
+def test_the_crop_size_is_a_property_of_the_recipe(tiny_set: Path, standin_dir: str) -> None:
+    import torch
+
+    recorded = json.loads((tiny_set / RECIPE_NAME).read_text())
+    assert (recorded["height"], recorded["width"]) == (128, 64)  # the default native size, recorded
+    plan = design(Recipe(2, 2, 2, seed=0, height=96, width=48), BodyConfig().num_betas)
+    renderer = ShotRenderer(plan, BodyConfig(standin_dir=standin_dir))
+    pose = renderer.sample_poses(1, torch.Generator().manual_seed(0))
+    sample = renderer.render([plan.shots[0]], pose, np.random.default_rng(0))[0]
+    assert sample.image.shape == (96, 48, 3) and sample.mask is not None and sample.mask.shape == (96, 48)
+    assert (sample.mask > 0).any(axis=1).sum() > 0.8 * 96, "the person fills the crop's height like a detector box"
+
+
 def test_synthesis_is_idempotent_and_reproducible(
     tiny_set: Path, standin_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shards.synth
+    import reid3dsl.data.synth.synthesis
 
     stamp = (tiny_set / INDEX_NAME).stat().st_mtime_ns
     with monkeypatch.context() as m:  # the complete set is recognised: nothing is rendered or rewritten
-        m.setattr(shards.synth, "ShotRenderer", None)
-        assert synthesize(tiny_set, 4, 2, 4, 3, BodyConfig(standin_dir=standin_dir)) == tiny_set
+        m.setattr(reid3dsl.data.synth.synthesis, "ShotRenderer", None)
+        assert synthesize(tiny_set, Recipe(4, 2, 4, 3), BodyConfig(standin_dir=standin_dir)) == tiny_set
     assert (tiny_set / INDEX_NAME).stat().st_mtime_ns == stamp
     # The CLI rendered in one process per core; one process gives the same images.
-    copy = synthesize(tmp_path / "copy", 4, 2, 4, 3, BodyConfig(standin_dir=standin_dir), processes=1)
+    copy = synthesize(tmp_path / "copy", Recipe(4, 2, 4, 3), BodyConfig(standin_dir=standin_dir), processes=1)
     first = {s.key: s for s in read(tiny_set)}
     second = {s.key: s for s in read(copy)}
     assert first.keys() == second.keys()

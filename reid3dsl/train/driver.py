@@ -74,10 +74,9 @@ def prepare(cfg: Config) -> Config:
 
         ensure_standin(cfg.body.standin_dir, cfg.body.standin_resolution, cfg.body.standin_seed)
     if cfg.data.synthesize:
-        from shards.synth import synthesize
+        from reid3dsl.data.synth import Recipe, synthesize
 
-        synthesize(cfg.data.root, cfg.data.synth_identities, cfg.data.synth_outfits,
-                   cfg.data.synth_images_per_outfit, cfg.data.synth_seed, cfg.body)
+        synthesize(cfg.data.root, Recipe.from_config(cfg.data), cfg.body)
     check_inputs(cfg, load_index(cfg.data.root, cfg.storage))
     return cfg
 
