@@ -42,7 +42,15 @@ class DataConfig(_Section):
         default_factory=list, description="explicit training shards (local or s3://); default: from index.json"
     )
     synthesize: bool = Field(False, description="render the embedded cloth-changing set into root if missing")
-    synth_identities: int = Field(40, ge=2)
+    synth_identities: int = Field(
+        150, ge=2, description="identities of the embedded set, split by synth_val_share and synth_test_share"
+    )
+    synth_val_share: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share of the identities held out for validation (val_query/val_gallery)"
+    )
+    synth_test_share: float = Field(
+        0.3, gt=0.0, lt=1.0, description="share of the identities held out for test (query/gallery)"
+    )
     synth_outfits: int = Field(3, ge=1)
     synth_images_per_outfit: int = Field(8, ge=2)
     synth_seed: int = 0

@@ -8,7 +8,6 @@ credentials from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
@@ -45,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="render the embedded cloth-changing data set")
     s.add_argument("--out", required=True, type=Path, help="output folder; writes <out>/synth/")
-    s.add_argument("--identities", type=int, default=None, help="default: data.synth_identities")
+    s.add_argument("--identities", type=int, default=None,
+                   help="identities in all, split by data.synth_val_share and synth_test_share "
+                   "(default: data.synth_identities)")
     s.add_argument("--outfits", type=int, default=None, help="outfits per identity (default: data.synth_outfits)")
     s.add_argument("--images-per-outfit", type=int, default=None, help="default: data.synth_images_per_outfit")
     s.add_argument("--seed", type=int, default=None, help="default: data.synth_seed")
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
+    if args.command == "synth":  # its flags are shorthands for data.synth_* values
+        flags = {"identities": args.identities, "outfits": args.outfits,
+                 "images_per_outfit": args.images_per_outfit, "seed": args.seed}
+        args.overrides += [f"data.synth_{key}={value}" for key, value in flags.items() if value is not None]
     cfg = config_from_args(args)
     start = time.perf_counter()
     if args.command == "build":
@@ -87,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "synth":
         from reid3dsl.data.synth import DATASET, Recipe, synthesize
 
-        flags = {"identities": args.identities, "outfits": args.outfits,
-                 "images_per_outfit": args.images_per_outfit, "seed": args.seed}
-        recipe = dataclasses.replace(Recipe.from_config(cfg.data), **{k: v for k, v in flags.items() if v is not None})
-        print(synthesize(args.out / DATASET, recipe, cfg.body))
+        print(synthesize(args.out / DATASET, Recipe.from_config(cfg.data), cfg.body))
     elif args.command == "upload":
         from shards.upload import upload
 

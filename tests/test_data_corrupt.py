@@ -68,6 +68,31 @@ def test_undecodable_images_malformed_json_and_bad_keypoints_are_skipped_and_cou
     assert "train/001_04" in keys and "train/001_00" not in keys
 
 
+def test_a_malformed_betas_field_is_skipped_and_counted_like_other_bad_samples(
+    tmp_path: Path, toy_shards: Callable[..., str]
+) -> None:
+    root = toy_shards(tmp_path / "toy", ids=2, per_id=6, shard_size=12)
+    shard = load_index(root, StorageConfig()).split("train").shards[0]
+    betas = {
+        "train/001_00.json": "tall",
+        "train/001_01.json": [0.5, float("nan")],
+        "train/001_02.json": [0.1] * 301,
+        "train/001_03.json": [True, 1.0],
+        "train/001_04.json": [],
+        "train/001_05.json": [0.5, -1.25],  # a good one
+    }
+
+    def edit(name: str, data: bytes) -> bytes:
+        return json.dumps({**json.loads(data), "betas": betas[name]}).encode() if name in betas else data
+
+    rewrite_members(Path(shard.url), edit)
+    counter = SkipCounter()
+    samples = {s.key: s for s in iter_samples([shard], StorageConfig(), counter)}
+    assert counter.total == 5 and len(samples) == 7
+    assert samples["train/001_05"].meta.betas == (0.5, -1.25)
+    assert all(samples[f"train/002_{j:02d}"].meta.betas is None for j in range(6))
+
+
 def test_an_unreadable_shard_is_skipped_and_counted_and_training_goes_on(
     tmp_path: Path, toy_shards: Callable[..., str]
 ) -> None:

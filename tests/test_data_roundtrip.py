@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from reid3dsl.config import StorageConfig, load_config
 from reid3dsl.data.index import load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.s3 import list_urls, pyarrow_s3_filesystem
-from reid3dsl.data.schema import Sample, SampleMeta, encode_sample
+from reid3dsl.data.schema import Sample, SampleMeta, decode_sample, encode_sample
 from reid3dsl.errors import UserError
 from shards.__main__ import main
 
@@ -118,6 +119,19 @@ def test_writing_a_bad_field_names_the_sample_and_the_field() -> None:
     sample = Sample("a", np.zeros((8, 4, 3), np.uint8), np.zeros((17, 3), np.float32), meta)
     with pytest.raises(UserError, match=r"sample 'a': json field 'camid' = -1: expected a 0-based camera index"):
         encode_sample(sample)
+    sample.meta = SampleMeta(3, 0, None, "toy", "train", "a.jpg", betas=(0.5, float("nan")))
+    with pytest.raises(UserError, match=r"sample 'a': json field 'betas' = \[0.5, nan\]: expected a list of 1 to 300"):
+        encode_sample(sample)
+
+
+def test_betas_are_written_only_when_known_and_read_back_exactly() -> None:
+    image, kp = np.zeros((8, 4, 3), np.uint8), np.zeros((17, 3), np.float32)
+    known = SampleMeta(3, 0, "3_0", "toy", "val_query", "a.jpg", betas=(0.1, -2.75, 1 / 3))
+    unknown = SampleMeta(3, 0, "3_0", "toy", "val_gallery", "b.jpg")
+    assert "betas" not in json.loads(unknown.to_json())
+    for key, meta in (("a", known), ("b", unknown)):
+        raw = encode_sample(Sample(key, image, kp, meta))
+        assert decode_sample({k: v for k, v in raw.items()}).meta == meta
 
 
 def s3_args(settings: dict[str, str]) -> list[str]:

@@ -7,7 +7,8 @@ batches and augments them. Because the stream never ends, every rank can draw th
 (`train.steps_per_epoch` per epoch) and collectives never wait on a rank that ran dry.
 
 `eval_batches` reads one split once, in index order, split over ranks and loader workers, without
-augmentation. Both report in each batch how many samples were skipped (`skipped`, for `data/skipped`).
+augmentation. Both report in each batch how many samples were skipped (`skipped`, for `data/skipped`), and
+carry the identity's true shape where the data set knows it (`betas`, `has_betas`: the embedded set does).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from reid3dsl.config import Config
+from reid3dsl.config import BodyConfig, Config
 from reid3dsl.data.index import DatasetIndex, ShardInfo, load_index
 from reid3dsl.data.reader import SkipCounter, iter_samples
 from reid3dsl.data.sampler import Assignment, PKBatcher, assign_shards, pass_assignment
@@ -49,14 +50,22 @@ def collate(
     pids: Sequence[int],
     clothes_to_index: dict[str, int],
     skipped: int,
+    num_betas: int = BodyConfig().num_betas,
 ) -> dict[str, Any]:
     """Transform and stack samples → the batch dict of the data contract (B = len(samples)).
 
     image (B, 3, height, width), shape_image (B, 3, shape_height, shape_width), mask (B, sil_height, sil_width),
-    has_mask (B,) bool, keypoints (B, 17, 3), pid / camid / clothes (B,) long, key list[str], skipped () long.
+    has_mask (B,) bool, keypoints (B, 17, 3), pid / camid / clothes (B,) long, betas (B, num_betas) float32 (the
+    sample's true shape, zero-padded or truncated to `num_betas` = body.num_betas; zeros where unknown),
+    has_betas (B,) bool, key list[str], skipped () long.
     """
     items = [transform(s, rng) for s in samples]
     image = torch.stack([it["image"] for it in items])
+    betas = torch.zeros(len(samples), num_betas)
+    for i, s in enumerate(samples):
+        if s.meta.betas is not None:
+            known = s.meta.betas[:num_betas]
+            betas[i, : len(known)] = torch.tensor(known)
     return {
         "image": image,
         "shape_image": image if transform.shares_shape_image else torch.stack([it["shape_image"] for it in items]),
@@ -69,6 +78,8 @@ def collate(
             [clothes_to_index.get(s.meta.clothes, -1) if s.meta.clothes is not None else -1 for s in samples],
             dtype=torch.long,
         ),
+        "betas": betas,
+        "has_betas": torch.tensor([s.meta.betas is not None for s in samples], dtype=torch.bool),
         "key": [s.key for s in samples],
         "skipped": torch.tensor(skipped, dtype=torch.long),
     }
@@ -126,7 +137,8 @@ class TrainStream(IterableDataset):
         for sample in stream:
             for batch in batcher.add(sample):
                 pids = [self.pid_to_class[s.meta.pid] for s in batch]
-                yield collate(batch, transform, rng, pids, self.clothes_to_index, counter.take())
+                yield collate(batch, transform, rng, pids, self.clothes_to_index, counter.take(),
+                              self.cfg.body.num_betas)
 
 
 class EvalStream(IterableDataset):
@@ -149,7 +161,7 @@ class EvalStream(IterableDataset):
         samples = iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset)
         while batch := list(itertools.islice(samples, self.batch_size)):
             pids = [s.meta.pid for s in batch]
-            yield collate(batch, transform, None, pids, self.clothes_to_index, counter.take())
+            yield collate(batch, transform, None, pids, self.clothes_to_index, counter.take(), self.cfg.body.num_betas)
 
 
 def describe_assignment(part: Assignment[ShardInfo], shards: Sequence[ShardInfo], root: str) -> str:
@@ -215,7 +227,11 @@ def train_batches(cfg: Config, rank: int, world_size: int) -> Iterator[dict[str,
 
 
 def eval_batches(
-    cfg: Config, split: Literal["query", "gallery"], rank: int, world_size: int, batch_size: int
+    cfg: Config,
+    split: Literal["query", "gallery", "val_query", "val_gallery"],
+    rank: int,
+    world_size: int,
+    batch_size: int,
 ) -> Iterator[dict[str, Any]]:
     """Each sample of `split` exactly once across all ranks, in a deterministic order, without augmentation;
     `pid` is the data set's own pid. Batches of at most `batch_size` (see `collate` for the dict)."""

@@ -1,16 +1,18 @@
-"""The shard sample format (shared/DESIGN.md), owned here: encode, decode and validate one person crop.
+"""The shard sample format (docs/shard-format.md), owned here: encode, decode and validate one person crop.
 
 A tar sample is `<key>.jpg` (RGB crop), optional `<key>.mask.png` (uint8, 0 background / 255 person, same
 size as the crop), `<key>.kp.npy` (float32 (17, 3) COCO-17 keypoints: x, y in crop pixels, confidence; 0 =
-missing) and `<key>.json` (`pid`, `camid`, `clothes`, `dataset`, `split`, `source`). Writing a bad field is a
-`UserError` naming the sample key and the field; reading one is a `SampleError`, which the reader counts and
-skips.
+missing) and `<key>.json` (`pid`, `camid`, `clothes`, `dataset`, `split`, `source`, and optionally `betas`,
+the identity's true body shape where it is known). Writing a bad field is a `UserError` naming the sample key
+and the field; reading one is a `SampleError`, which the reader counts and skips.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +23,10 @@ import numpy as np
 from reid3dsl.errors import UserError
 
 NUM_KEYPOINTS = 17
-SPLITS = ("train", "query", "gallery")
+# Training identities; test identities' queries and gallery; validation identities' queries and gallery.
+SPLITS = ("train", "query", "gallery", "val_query", "val_gallery")
+META_FIELDS = ("pid", "camid", "clothes", "dataset", "split", "source", "betas")
+MAX_BETAS = 300  # SMPL's full shape space
 IMAGE_EXT = "jpg"
 MASK_EXT = "mask.png"
 KEYPOINTS_EXT = "kp.npy"
@@ -43,19 +48,20 @@ class SampleMeta:
     dataset: str
     split: str
     source: str
+    betas: tuple[float, ...] | None = None  # the identity's true shape beta; None where unknown
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "pid": self.pid,
-                "camid": self.camid,
-                "clothes": self.clothes,
-                "dataset": self.dataset,
-                "split": self.split,
-                "source": self.source,
-            },
-            sort_keys=True,
-        ).encode()
+        obj: dict[str, Any] = {
+            "pid": self.pid,
+            "camid": self.camid,
+            "clothes": self.clothes,
+            "dataset": self.dataset,
+            "split": self.split,
+            "source": self.source,
+        }
+        if self.betas is not None:
+            obj["betas"] = list(self.betas)
+        return json.dumps(obj, sort_keys=True).encode()
 
 
 @dataclass
@@ -75,7 +81,7 @@ class Sample:
 
 
 def _field_error(key: str, field: str, value: Any, expected: str) -> SampleError:
-    return SampleError(f"sample '{key}': json field '{field}' = {value!r}: expected {expected}")
+    return SampleError(f"sample '{key}': json field '{field}' = {reprlib.repr(value)}: expected {expected}")
 
 
 def check_meta(obj: Any, key: str) -> SampleMeta:
@@ -99,10 +105,25 @@ def check_meta(obj: Any, key: str) -> SampleMeta:
             raise _field_error(key, field, value, "a non-empty string")
     if obj.get("split") not in SPLITS:
         raise _field_error(key, "split", obj.get("split"), "one of " + ", ".join(SPLITS))
-    unknown = sorted(set(obj) - {"pid", "camid", "clothes", "dataset", "split", "source"})
+    betas = obj.get("betas")
+    if betas is not None and not _is_betas(betas):
+        raise _field_error(key, "betas", betas, f"a list of 1 to {MAX_BETAS} finite numbers, or null")
+    unknown = sorted(set(obj) - set(META_FIELDS))
     if unknown:
-        raise SampleError(f"sample '{key}': json field '{unknown[0]}': unknown (expected only the DESIGN.md fields)")
-    return SampleMeta(obj["pid"], obj["camid"], clothes, obj["dataset"], obj["split"], obj["source"])
+        raise SampleError(
+            f"sample '{key}': json field '{unknown[0]}': unknown (expected only {', '.join(META_FIELDS)})"
+        )
+    return SampleMeta(obj["pid"], obj["camid"], clothes, obj["dataset"], obj["split"], obj["source"],
+                      None if betas is None else tuple(float(b) for b in betas))
+
+
+def _is_betas(value: Any) -> bool:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BETAS:
+        return False
+    try:
+        return all(isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(float(b)) for b in value)
+    except OverflowError:  # an integer beyond float's range
+        return False
 
 
 def check_keypoints(kp: Any, key: str) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The embedded set's plan, everything but the pixels: the recipe, identities (body shape, skin, hair, outfits),
-outfits (per-part colours and patterns), cameras and shots, all drawn from the recipe's seed."""
+"""The embedded set's plan, everything but the pixels: the recipe, identities (body shape, skin, hair, outfits)
+in three identity splits (train, validation, test), outfits (per-part colours and patterns), cameras and shots,
+all drawn from the recipe's seed."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ log = logging.getLogger(__name__)
 
 DATASET = "synth"
 NUM_CAMERAS = 4
-BETA_SPREAD = 1.3  # identities are drawn from N(0, BETA_SPREAD^2 I) before farthest-point selection
-BETA_CLIP = 2.5
-CANDIDATES_PER_IDENTITY = 30
+# Identities are a population, beta ~ N(0, I) in the body model's shape space. The stand-in's shape space is
+# the principal components of bodies whose measurements were drawn within +-3 standard deviations, so it was
+# never fitted beyond that: draws are clipped there (about 0.3 % of the entries; the variance stays ~0.99).
+BETA_CLIP = 3.0
+# Shot splits of each identity split: training images, or query and gallery images of held-out identities.
+SHOT_SPLITS = {"train": ("train", "train"), "val": ("val_query", "val_gallery"), "test": ("query", "gallery")}
 
 SKIN_TONES = ((0.96, 0.80, 0.69), (0.87, 0.68, 0.55), (0.76, 0.57, 0.42), (0.55, 0.38, 0.26), (0.36, 0.24, 0.16))
 HAIR_COLOURS = ((0.08, 0.07, 0.06), (0.22, 0.14, 0.08), (0.45, 0.30, 0.16), (0.80, 0.66, 0.40), (0.60, 0.60, 0.58))
@@ -33,10 +37,13 @@ BOTTOM_PATTERNS = ("solid", "solid", "solid", "hstripes")
 
 @dataclass(frozen=True)
 class Recipe:
-    """What the data set is made from (recorded in synth.json beside index.json). `height` x `width` is the
-    data set's native crop size, as a real data set has one: consumers resize crops to their own input size."""
+    """What the data set is made from (recorded in synth.json beside index.json): identities per identity split,
+    outfits per identity, images per outfit, the seed, and `height` x `width`, the data set's native crop size
+    (as a real data set has one: consumers resize crops to their own input size)."""
 
-    identities: int
+    train_identities: int
+    val_identities: int
+    test_identities: int
     outfits: int
     images_per_outfit: int
     seed: int
@@ -44,18 +51,38 @@ class Recipe:
     width: int = 64
 
     def __post_init__(self) -> None:
-        if self.identities < 2 or self.outfits < 1 or self.images_per_outfit < 2:
+        if self.train_identities < 1 or self.val_identities < 0 or self.test_identities < 1:
             raise UserError(
-                f"synth: {self.identities} identities x {self.outfits} outfits x {self.images_per_outfit} images: "
-                "expected at least 2 identities (train and test), 1 outfit and 2 images per outfit"
+                f"synth: {self.train_identities} train, {self.val_identities} validation, {self.test_identities} "
+                "test identities: expected at least 1 train and 1 test identity"
+            )
+        if self.outfits < 1 or self.images_per_outfit < 2:
+            raise UserError(
+                f"synth: {self.outfits} outfits x {self.images_per_outfit} images: expected at least 1 outfit and "
+                "2 images per outfit"
             )
         if self.height < 32 or self.width < 16:
             raise UserError(f"synth: crop size {self.height}x{self.width}: expected at least 32x16 pixels")
 
+    @property
+    def identities(self) -> int:
+        return self.train_identities + self.val_identities + self.test_identities
+
     @classmethod
     def from_config(cls, cfg: DataConfig) -> Recipe:
-        """The recipe of the `data.synth_*` fields."""
-        return cls(cfg.synth_identities, cfg.synth_outfits, cfg.synth_images_per_outfit, cfg.synth_seed,
+        """The recipe of the `data.synth_*` fields: `synth_identities` split by `synth_val_share` and
+        `synth_test_share` (rounded; at least one validation identity when its share is positive, at least one
+        test identity), the rest for training."""
+        n = cfg.synth_identities
+        val = max(1, round(n * cfg.synth_val_share)) if cfg.synth_val_share > 0 else 0
+        test = max(1, round(n * cfg.synth_test_share))
+        if n - val - test < 1:
+            raise UserError(
+                f"config data.synth_identities = {n} with synth_val_share = {cfg.synth_val_share} and "
+                f"synth_test_share = {cfg.synth_test_share}: {val} validation + {test} test identities leave none "
+                "for training"
+            )
+        return cls(n - val - test, val, test, cfg.synth_outfits, cfg.synth_images_per_outfit, cfg.synth_seed,
                    cfg.synth_height, cfg.synth_width)
 
 
@@ -78,8 +105,8 @@ class Outfit:
 @dataclass(frozen=True)
 class Identity:
     pid: int
-    split: str  # "train" or "test"
-    betas: tuple[float, ...]
+    split: str  # "train", "val" or "test"
+    betas: tuple[float, ...]  # the true shape, beta of the body model
     skin: tuple[float, float, float]
     hair: tuple[float, float, float]
     outfits: tuple[int, ...]  # indices into the outfit list (shared outfits appear under several pids)
@@ -90,7 +117,7 @@ class Shot:
     pid: int
     outfit: int  # the identity's outfit slot (its clothes label is f"{pid}_{outfit}")
     camera: int
-    split: str  # "train", "query" or "gallery"
+    split: str  # the shard split: "train", "val_query", "val_gallery", "query" or "gallery"
     index: int
 
 
@@ -125,15 +152,9 @@ def _outfit(rng: np.random.Generator) -> Outfit:
     )
 
 
-def _farthest_betas(rng: np.random.Generator, n: int, num_betas: int) -> np.ndarray:
-    """n shapes spread out in beta space: farthest-point selection among random candidates → (n, NB)."""
-    cand = np.clip(rng.normal(0, BETA_SPREAD, (CANDIDATES_PER_IDENTITY * n, num_betas)), -BETA_CLIP, BETA_CLIP)
-    chosen = [int(np.argmin(np.linalg.norm(cand, axis=1)))]  # start near the mean body
-    dist = np.linalg.norm(cand - cand[chosen[0]], axis=1)
-    for _ in range(n - 1):
-        chosen.append(int(np.argmax(dist)))
-        dist = np.minimum(dist, np.linalg.norm(cand - cand[chosen[-1]], axis=1))
-    return cand[rng.permutation(chosen)]
+def population_betas(rng: np.random.Generator, n: int, num_betas: int) -> np.ndarray:
+    """n body shapes drawn like a population, beta ~ N(0, I) clipped at +-BETA_CLIP → (n, num_betas)."""
+    return np.clip(rng.standard_normal((n, num_betas)), -BETA_CLIP, BETA_CLIP)
 
 
 @dataclass(frozen=True)
@@ -151,21 +172,21 @@ class Plan:
 
 
 def design(recipe: Recipe, num_betas: int) -> Plan:
-    """The data set's plan (no rendering), all drawn from `recipe.seed`; betas have `num_betas` entries."""
-    identities, outfits, images_per_outfit = recipe.identities, recipe.outfits, recipe.images_per_outfit
+    """The data set's plan (no rendering), all drawn from `recipe.seed`; betas have `num_betas` entries.
+    Identities 1.. are the train identities, then the validation ones, then the test ones."""
+    outfits, images_per_outfit = recipe.outfits, recipe.images_per_outfit
     rng = np.random.default_rng([recipe.seed, 0])
-    betas = _farthest_betas(rng, identities, num_betas)
-    n_train = (identities + 1) // 2
+    betas = population_betas(rng, recipe.identities, num_betas)
+    splits = ["train"] * recipe.train_identities + ["val"] * recipe.val_identities + ["test"] * recipe.test_identities
     outfit_list: list[Outfit] = []
     people: list[Identity] = []
-    for i in range(identities):
-        split = "train" if i < n_train else "test"
-        first_of_split = i in (0, n_train)
+    for i, split in enumerate(splits):
+        # Every second identity of a split wears the previous identity's first outfit as its last one: the
+        # same clothes on another body, a hard negative (and a CC query's distractor) within the split.
+        rank_in_split = i - splits.index(split)
         slots = []
         for o in range(outfits):
-            # Every second identity of a split wears the previous identity's first outfit as its last one.
-            odd = (i - (0 if split == "train" else n_train)) % 2 == 1
-            if o == outfits - 1 and o > 0 and odd and not first_of_split:
+            if o == outfits - 1 and o > 0 and rank_in_split % 2 == 1:
                 slots.append(people[-1].outfits[0])
             else:
                 outfit_list.append(_outfit(rng))
@@ -190,14 +211,16 @@ def design(recipe: Recipe, num_betas: int) -> Plan:
         for pitch in rng.permutation([3.0, 9.0, 15.0, 21.0])
     ]
     shots: list[Shot] = []
-    queries = max(1, images_per_outfit // 4)
+    # Held-out identities (validation and test alike): the first images_per_outfit // 4 images of each outfit
+    # (1 to NUM_CAMERAS) are queries, on distinct cameras; the rest, on every camera, are the gallery.
+    queries = min(NUM_CAMERAS, max(1, images_per_outfit // 4))
     for person in people:
+        query, gallery = SHOT_SPLITS[person.split]
         for o in range(outfits):
             start = int(rng.integers(NUM_CAMERAS))
             for j in range(images_per_outfit):
                 camera = (start + j) % NUM_CAMERAS
-                split = person.split if person.split == "train" else ("query" if j < queries else "gallery")
-                shots.append(Shot(person.pid, o, camera, split, len(shots)))
+                shots.append(Shot(person.pid, o, camera, query if j < queries else gallery, len(shots)))
     if outfits == 1:
         log.warning("synth: one outfit per identity — the clothes-changing (CC) protocol has no valid query")
     return Plan(tuple(people), tuple(outfit_list), tuple(shots), tuple(cameras), (recipe.height, recipe.width))

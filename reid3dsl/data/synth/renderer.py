@@ -1,6 +1,6 @@
 """Rendering shots of a plan: posed, shaped and painted bodies through pytorch3d's textured renderer
 (`reid3dsl.body.render`), framed like detector crops over the camera's scene, with the renderer's mask and
-COCO-17 keypoints, as shard-format samples."""
+COCO-17 keypoints, as shard-format samples that carry the identity's true beta."""
 
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ class ShotRenderer:
             kp = out.keypoints[i].numpy().astype(np.float32)
             kp[kp[:, 2] == 0, :2] = 0.0
             meta = SampleMeta(
-                shot.pid, shot.camera, f"{shot.pid}_{shot.outfit}", DATASET, shot.split, f"synth/{shot.index:06d}"
+                shot.pid, shot.camera, f"{shot.pid}_{shot.outfit}", DATASET, shot.split, f"synth/{shot.index:06d}",
+                betas=plan.person(shot.pid).betas,
             )
             key = f"{shot.split}/{shot.pid:04d}_c{shot.camera}_o{shot.outfit}_{shot.index:06d}"
             pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)

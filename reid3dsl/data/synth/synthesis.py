@@ -1,5 +1,6 @@
 """Making the set: render the plan's shots in a process pool (the same images whatever the number of
-processes) and write them as shards with index.json and the recipe (`synthesize`)."""
+processes) and write them as shards with index.json, the recipe (synth.json) and the per-identity truth
+(truth.json) (`synthesize`)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from reid3dsl.log import progress
 
 log = logging.getLogger(__name__)
 
-SYNTH_VERSION = 1  # bump when the images of a recipe change, so cached sets are rebuilt
+SYNTH_VERSION = 2  # bump when the images of a recipe change, so cached sets are rebuilt
 RECIPE_NAME = "synth.json"
+TRUTH_NAME = "truth.json"
 SHARD_SIZE = 64
 RENDER_BATCH = 32
 
@@ -48,6 +50,16 @@ def _recipe_json(recipe: Recipe, body_cfg: BodyConfig) -> dict:
             "focal_length": body_cfg.focal_length,
             "focal_res": body_cfg.focal_res,
         },
+    }
+
+
+def truth_json(plan: Plan) -> dict:
+    """The per-identity truth of a plan: pid → split ("train", "val", "test"), true beta, skin and hair colour."""
+    return {
+        "identities": {
+            str(p.pid): {"split": p.split, "betas": list(p.betas), "skin": list(p.skin), "hair": list(p.hair)}
+            for p in plan.people
+        }
     }
 
 
@@ -115,6 +127,7 @@ def synthesize(out_dir: str | Path, recipe: Recipe, body_cfg: BodyConfig, proces
                 with ctx.Pool(processes, initializer=_Worker.setup, initargs=initargs) as pool:
                     _write(writer, progress(pool.imap(_Worker.render, jobs), "synth", total=len(jobs), unit="batch"))
             writer.add_file(RECIPE_NAME, json.dumps(recorded, indent=1, sort_keys=True).encode())
+            writer.add_file(TRUTH_NAME, json.dumps(truth_json(plan), indent=1).encode())
     except FileExistsError:
         if _complete(out, recorded):  # another process finished the same set first
             return out
