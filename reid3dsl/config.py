@@ -188,6 +188,10 @@ class EvalConfig(_Section):
     """Evaluation protocols and feature variants."""
 
     every: int = Field(1, ge=1, description="epochs between evaluations")
+    split: Literal["test", "val"] = Field(
+        "test", description="identities evaluated: test (query/gallery) or validation (val_query/val_gallery, for "
+        "choosing settings without looking at test)",
+    )
     protocols: list[Literal["standard", "cc", "sc", "prcc"]] = Field(
         default_factory=lambda: ["standard", "cc", "sc"],
         description="prcc: one random gallery image per identity, mean over prcc_draws draws",

@@ -126,3 +126,15 @@ def test_with_the_body_proxy_input_the_3d_stream_trains_on_silhouette_and_keypoi
     for proxy, kp in zip(shape_input, batch["keypoints"], strict=True):
         assert torch.allclose(proxy[1:], body_proxy(proxy[0], kp)[1:])
     assert shape_input.min() >= 0 and shape_input.max() <= 1
+
+
+def test_in_the_assp_warm_up_the_3d_stream_has_no_identity_terms(
+    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+) -> None:
+    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+    cfg = _config(root, standin_dir, "train.assp_epochs=1")
+    parts, metrics, before, _ = _step(cfg)
+    assert metrics is not None
+    assert {k.removeprefix("loss/") for k in metrics} == {"ce_rgb", "triplet_rgb", "keypoint", "silhouette",
+                                                          "displacement", "adversarial", "total", "discriminator"}
+    assert _moved(before, parts.network, "shape.trunk.") and _moved(before, parts.network, "rgb.")

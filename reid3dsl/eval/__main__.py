@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not query.keys or not gallery.keys:
         raise UserError(f"data set '{args.data}': the query or gallery split is empty")
     has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())
-    features = [args.feature] if args.feature else list(query.feats)
+    features = [args.feature] if args.feature else [f for f in ("rgb", "shape", "fused") if f in query.feats]
     missing = [f for f in features if f not in query.feats]
     if missing:
         raise UserError(f"--feature {missing[0]}: this network has only {', '.join(query.feats)}")

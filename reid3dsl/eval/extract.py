@@ -36,6 +36,7 @@ class SplitFeatures:
     camids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     clothes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     keys: list[str] = field(default_factory=list)
+    true_betas: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # NaN rows: unknown
 
     @staticmethod
     def merge(parts: list[SplitFeatures]) -> SplitFeatures:
@@ -50,6 +51,7 @@ class SplitFeatures:
             camids=np.concatenate([p.camids for p in parts])[order],
             clothes=np.concatenate([p.clothes for p in parts])[order],
             keys=[sum((p.keys for p in parts), [])[i] for i in order],
+            true_betas=np.concatenate([p.true_betas for p in parts])[order],
         )
 
 
@@ -73,13 +75,15 @@ def extract_split(model: ThreeDSL, cfg: Config, split: str, rank: int, world_siz
     was_training = model.training
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
-    pids, camids, clothes, keys = [], [], [], []
+    pids, camids, clothes, keys, true_betas = [], [], [], [], []
     for batch in progress(eval_batches(cfg, split, rank, world_size, batch_size), desc=f"extract {split}",
                           unit="batch"):
         feats = batch_features(model, precision, batch["image"].to(device), batch["shape_image"].to(device),
                                cfg.eval.flip, cfg.data.shape_input)
         for name, value in feats.items():
             chunks.setdefault(name, []).append(value.cpu())
+        known = batch["has_betas"].numpy()[:, None]
+        true_betas.append(np.where(known, batch["betas"].numpy(), np.nan).astype(np.float32))
         pids.append(batch["pid"].numpy())
         camids.append(batch["camid"].numpy())
         clothes.append(batch["clothes"].numpy())
@@ -90,6 +94,7 @@ def extract_split(model: ThreeDSL, cfg: Config, split: str, rank: int, world_siz
     return SplitFeatures(
         feats={k: torch.cat(v) for k, v in chunks.items()},
         pids=np.concatenate(pids), camids=np.concatenate(camids), clothes=np.concatenate(clothes), keys=keys,
+        true_betas=np.concatenate(true_betas),
     )
 
 

@@ -121,11 +121,14 @@ class ThreeDSL(nn.Module):
     @torch.no_grad()
     def extract(self, image: torch.Tensor, shape_image: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Test-time features: "rgb" F_rgb, "shape" F_shape (both after BNNeck) and "fused", the concatenation of
-        the L2-normalised two — for the streams built. Each (B, D), float32."""
+        the L2-normalised two — for the streams built. Each (B, D), float32. With the 3D stream also "betas", its
+        body shape estimate (B, NB), for measuring shape recovery."""
         out = self.forward(image, shape_image)
         feats = {name: out[name]["bn_feat"].float() for name in ("rgb", "shape") if name in out}
         if len(feats) == 2:
             feats["fused"] = torch.cat([F.normalize(feats["rgb"], dim=1), F.normalize(feats["shape"], dim=1)], dim=1)
+        if "shape" in out:
+            feats["betas"] = out["shape"]["betas"].float()
         return feats
 
     def project(self, shape_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -139,10 +142,12 @@ class ThreeDSL(nn.Module):
             kp2d = project_points(body.keypoints, cam_t, self.shape_size, self.focal)
         return {"vertices": body.vertices, "cam_t": cam_t, "keypoints_2d": kp2d}
 
-    def silhouettes(self, projected: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """Soft silhouettes (B, *size) in [0, 1] of `project()`'s output (differentiable)."""
+    def silhouettes(self, projected: dict[str, torch.Tensor], size: tuple[int, int],
+                    blur_px: float | None = None) -> torch.Tensor:
+        """Soft silhouettes (B, *size) in [0, 1] of `project()`'s output (differentiable); `blur_px` overrides the
+        configured edge width (`SilhouetteRenderer.render`)."""
         assert self.body is not None and self.renderer is not None, "silhouettes() needs the 3D stream"
-        return self.renderer.render(projected["vertices"], self.body.faces, projected["cam_t"], size)
+        return self.renderer.render(projected["vertices"], self.body.faces, projected["cam_t"], size, blur_px)
 
     def param_groups(self, train: TrainConfig) -> list[dict[str, Any]]:
         """Optimizer groups: the ReID parts at `train.lr`, the 3D estimator (E_3D, E_pose, E_shape) at

@@ -16,8 +16,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reid3dsl.body.render import SHARP_BLUR_PX
 from reid3dsl.config import Config
 from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
+from reid3dsl.eval.reconstruction import (
+    KEYPOINT_CROP_HEIGHT,
+    beta_recovery,
+    keypoint_errors,
+    scale_direction,
+    silhouette_iou,
+)
 from reid3dsl.models.io import MODEL_FILE, save_model
 from reid3dsl.models.threedsl import ThreeDSL
 from reid3dsl.precision import Precision
@@ -25,6 +33,7 @@ from reid3dsl.train import tracking
 
 log = logging.getLogger(__name__)
 QUALITY_IMAGES = 64
+EVAL_SPLITS = {"test": ("query", "gallery"), "val": ("val_query", "val_gallery")}
 
 
 class Evaluator:
@@ -38,20 +47,23 @@ class Evaluator:
         self.rank = rank
         self.world_size = world_size
         self.run_id = run_id
+        self.splits = EVAL_SPLITS[cfg.eval.split]
 
     def evaluate(self, module: ThreeDSL, precision: Precision, final: bool) -> dict[str, float]:
         """Metrics on rank 0 (`{}` elsewhere); every rank must call it (features and counts are gathered)."""
         split_feats = {}
-        for split in ("query", "gallery"):
+        for split in self.splits:
             local = extract_split(module, self.cfg, split, self.rank, self.world_size, self.device, precision)
             split_feats[split] = gather_to_rank0(local, self.rank, self.world_size)
         # Evaluation renders even when the silhouette loss is off (its ablation still reports IoU).
         quality = self._shape_quality(module, precision) if module.switches.has_3d else {}
         if self.rank != 0:
             return {}
-        query, gallery = split_feats["query"], split_feats["gallery"]
+        query, gallery = (split_feats[s] for s in self.splits)
         assert query is not None and gallery is not None
         metrics = {**protocol_table(self.cfg, query, gallery), **quality}
+        if module.switches.has_3d:
+            metrics.update(self._shape_recovery(module, query, gallery))
         if final and self.run_id is not None:
             self._log_pictures(module, precision, query, gallery)
         return metrics
@@ -66,7 +78,7 @@ class Evaluator:
         module.train(was_training)
         with torch.no_grad():
             projected = module.project(out_shape)
-            sil = module.silhouettes(projected, size)
+            sil = module.silhouettes(projected, size, SHARP_BLUR_PX)
         return sil, projected["keypoints_2d"]
 
     def _shape_quality(self, module: ThreeDSL, precision: Precision) -> dict[str, float]:
@@ -81,24 +93,42 @@ class Evaluator:
         sums = torch.zeros(4, dtype=torch.float64)  # IoU sum, masks, keypoint error sum, visible keypoints
         sil_size = (self.cfg.data.sil_height, self.cfg.data.sil_width)
         seen = 0
-        for batch in eval_batches(self.cfg, "query", self.rank, self.world_size, 32):
+        for batch in eval_batches(self.cfg, self.splits[0], self.rank, self.world_size, 32):
             if seen >= QUALITY_IMAGES:
                 break
             seen += len(batch["key"])
             sil, kp = self._predict_3d(module, precision, batch, sil_size)
             has = batch["has_mask"]
-            pred, target = sil[has].cpu() > 0.5, batch["mask"][has] > 0.5
-            inter, union = (pred & target).sum((1, 2)), (pred | target).sum((1, 2)).clamp_min(1)
-            sums[0] += (inter / union).sum().item()
+            sums[0] += silhouette_iou(sil[has].cpu(), batch["mask"][has]).sum().item()
             sums[1] += int(has.sum())
-            visible = batch["keypoints"][..., 2] > 0
-            err = (kp.cpu() - batch["keypoints"][..., :2]).norm(dim=-1) / self.cfg.data.shape_height
-            sums[2] += err[visible].sum().item()
-            sums[3] += int(visible.sum())
+            err = keypoint_errors(kp.cpu(), batch["keypoints"], self.cfg.data.shape_height)
+            sums[2] += err.sum().item()
+            sums[3] += err.numel()
         if self.world_size > 1 and dist.is_initialized():
             dist.all_reduce(sums)
+        kp_error = float(sums[2] / sums[3].clamp_min(1))
         return {"eval/3d/silhouette_iou": float(sums[0] / sums[1].clamp_min(1)),
-                "eval/3d/keypoint_error": float(sums[2] / sums[3].clamp_min(1))}
+                "eval/3d/keypoint_error": kp_error,
+                "eval/3d/keypoint_error_px": kp_error * KEYPOINT_CROP_HEIGHT}
+
+    def _shape_recovery(self, module: ThreeDSL, query: SplitFeatures, gallery: SplitFeatures) -> dict[str, float]:
+        """β recovery over every evaluated image whose identity's true β the data set knows (`beta_recovery`; none
+        where it knows none)."""
+        import numpy as np
+
+        pred = torch.cat([query.feats["betas"], gallery.feats["betas"]]).numpy()
+        true = np.concatenate([query.true_betas, gallery.true_betas])
+        known = ~np.isnan(true).any(axis=1)
+        if not known.any():
+            return {}
+        pids = np.concatenate([query.pids, gallery.pids])[known]
+        assert module.body is not None
+        nb = pred.shape[1]
+        direction, _ = scale_direction(module.body.smpl.shapedirs[..., :nb].cpu(), module.body.template.cpu())
+        res = beta_recovery(pred[known], true[known], pids, direction.numpy())
+        return {"eval/3d/beta_r": float(res["mean_r"]), "eval/3d/beta_r_raw": float(res["mean_r_raw"]),
+                "eval/3d/beta_identification": float(res["identification"]),
+                "eval/3d/beta_identification_chance": float(res["chance"])}
 
     def _log_pictures(self, module: ThreeDSL, precision: Precision, query: SplitFeatures,
                       gallery: SplitFeatures) -> None:

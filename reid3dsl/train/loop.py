@@ -146,7 +146,8 @@ def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | N
     has_3d = model.switches.has_3d
     with precision.autocast():
         out = engine(batch["image"], batch["shape_image"] if has_3d else None)
-        terms = parts.objective.generator_terms(out, batch, model, disc_engine.module if disc_engine else None)
+        terms = parts.objective.generator_terms(out, batch, model, disc_engine.module if disc_engine else None,
+                                                assp_warmup=state.epoch < cfg.train.assp_epochs)
     total = parts.objective.total(terms)
     checks = {**{f"loss/{n}": v for n, v in terms.items()}, "loss/total": total}
     adversarial = disc_engine is not None and has_3d

@@ -59,13 +59,14 @@ class Objective:
             f"triplet_{stream}": losses.triplet_loss(out["feat"].float(), pids, self.loss.triplet_margin, clothes),
         }
 
-    def generator_terms(self, out: dict, batch: dict, model: ThreeDSL,
-                        disc: nn.Module | None) -> dict[str, torch.Tensor]:
+    def generator_terms(self, out: dict, batch: dict, model: ThreeDSL, disc: nn.Module | None,
+                        assp_warmup: bool = False) -> dict[str, torch.Tensor]:
         """Unweighted loss terms for the streams in `out` (`model` projects the 3D stream's output); `disc` is the
-        discriminator module (frozen here)."""
+        discriminator module (frozen here). In the ASSP warm-up the 3D stream has no identity terms: it learns from
+        the projection and the prior alone."""
         with section("losses"):
             terms: dict[str, torch.Tensor] = {}
-            for stream in sorted(self.switches.streams):
+            for stream in sorted(self.switches.streams - ({"shape"} if assp_warmup else set())):
                 terms.update(self._identity_terms(out[stream], batch, stream))
             if not self.switches.has_3d:
                 return terms
