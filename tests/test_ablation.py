@@ -38,7 +38,8 @@ def _metrics(feature: str, cc: float, with_3d: bool) -> dict[str, float]:
     out = {f"eval/cc/{feature}/rank1": cc, f"eval/cc/{feature}/mAP": cc / 2,
            f"eval/sc/{feature}/rank1": 0.9, f"eval/sc/{feature}/mAP": 0.8}
     if with_3d:
-        out |= {"eval/cc/shape/rank1": cc / 4, "eval/3d/silhouette_iou": 0.5, "eval/3d/keypoint_error": 0.07}
+        out |= {"eval/cc/shape/rank1": cc / 4, "eval/3d/silhouette_iou": 0.5, "eval/3d/keypoint_error_px": 9.0,
+                "eval/3d/beta_r": 0.4, "eval/3d/beta_identification": 0.2}
     return out
 
 
@@ -54,9 +55,9 @@ def test_summary_is_mean_and_std_over_seeds_and_the_table_marks_what_a_variant_l
     rows = ablation.format_table(summary, seeds=2).splitlines()
     assert rows[0] == "mean ± std over 2 seed(s)"
     rgb_row = next(r for r in rows if r.startswith("| rgb |"))
-    assert "20.0 ± 14.1" in rgb_row and rgb_row.count("–") == 3
+    assert "20.0 ± 14.1" in rgb_row and rgb_row.count("–") == 5
     row_3dsl = next(r for r in rows if r.startswith("| 3dsl |"))
-    assert "30.0 ± 14.1" in row_3dsl and "0.070 ± 0.000" in row_3dsl
+    assert "30.0 ± 14.1" in row_3dsl and "| 9.0 ± 0.0 | 0.40 ± 0.00 | 20.0 ± 0.0 |" in row_3dsl
 
 
 def test_unknown_variant_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

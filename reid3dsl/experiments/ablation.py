@@ -3,8 +3,8 @@
 Trains each variant with each seed at equal compute (same data set, epochs, steps, batch, augmentations) as
 runs of one MLflow experiment, then prints mean ± std over seeds of the clothes-changing (CC) rank-1 and mAP
 of each variant's test feature, its same-clothes (SC) rank-1, and how well the 3D stream explains the images
-(silhouette IoU, keypoint error against the renderer's ground truth). Runs are resumable: a finished run is
-re-evaluated from its final checkpoint instead of retrained.
+(silhouette IoU and keypoint error against the renderer's ground truth, β recovery against the stored true
+β). Runs are resumable: a finished run is re-evaluated from its final checkpoint instead of retrained.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "3dsl-image": (("data.shape_input=image",), "fused"),
 }
 DEFAULT_VARIANTS = ("rgb", "3dsl", "3dsl-no-disc", "3dsl-no-mgs")
-COLUMNS = ("cc_rank1", "cc_mAP", "sc_rank1", "sc_mAP", "cc_rank1_shape", "sil_iou", "kp_error")
+COLUMNS = ("cc_rank1", "cc_mAP", "sc_rank1", "sc_mAP", "cc_rank1_shape", "sil_iou", "kp_error_px", "beta_r",
+           "beta_id")
+# Columns that are not percentages: (scale, digits) for the table.
+PLAIN = {"kp_error_px": (1.0, 1), "beta_r": (1.0, 2)}
 
 
 def variant_config(base: Config, variant: str, seed: int) -> Config:
@@ -60,7 +63,9 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, t
             # The 3D stream's own feature, to see whether shape alone separates identities across clothes.
             "cc_rank1_shape": [r["eval/cc/shape/rank1"] for r in runs if "eval/cc/shape/rank1" in r],
             "sil_iou": [r["eval/3d/silhouette_iou"] for r in runs if "eval/3d/silhouette_iou" in r],
-            "kp_error": [r["eval/3d/keypoint_error"] for r in runs if "eval/3d/keypoint_error" in r],
+            "kp_error_px": [r["eval/3d/keypoint_error_px"] for r in runs if "eval/3d/keypoint_error_px" in r],
+            "beta_r": [r["eval/3d/beta_r"] for r in runs if "eval/3d/beta_r" in r],
+            "beta_id": [r["eval/3d/beta_identification"] for r in runs if "eval/3d/beta_identification" in r],
         }
         out[variant] = {
             k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in cols.items() if v
@@ -71,7 +76,8 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, t
 def format_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
     """A Markdown table of the summary (percentages for retrieval and IoU, image heights for keypoints)."""
     head = ("| variant | feature | CC rank-1 | CC mAP | SC rank-1 | SC mAP | CC rank-1, shape feature alone "
-            "| 3D silhouette IoU | 3D keypoint error |")
+            "| 3D silhouette IoU | 3D keypoint error (px of 128) | β recovery r (size projected out) "
+            "| β identification |")
     lines = [f"mean ± std over {seeds} seed(s)", head, "|" + "---|" * (len(COLUMNS) + 2)]
     for variant, cols in summary.items():
         cells = []
@@ -80,7 +86,7 @@ def format_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: int)
                 cells.append("–")
                 continue
             mean, std = cols[c]
-            scale, digits = (1.0, 3) if c == "kp_error" else (100.0, 1)
+            scale, digits = PLAIN.get(c, (100.0, 1))
             cells.append(f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}")
         lines.append(f"| {variant} | {VARIANTS[variant][1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
