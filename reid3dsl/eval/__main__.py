@@ -17,7 +17,7 @@ PROTOCOLS = ("standard", "cc", "sc", "prcc")
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from reid3dsl.eval.extract import RANKS, extract_split, score
+    from reid3dsl.eval.extract import EVAL_SPLITS, RANKS, extract_split, score
     from reid3dsl.eval.extractor import FeatureExtractor
     from reid3dsl.log import setup_logging
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     extractor = FeatureExtractor(args.checkpoint, flip=args.flip, overrides=overrides)
     cfg = extractor.cfg
     query, gallery = (extract_split(extractor.model, cfg, split, 0, 1, extractor.device, extractor.precision)
-                      for split in ("query", "gallery"))
+                      for split in EVAL_SPLITS[cfg.eval.split])
     if not query.keys or not gallery.keys:
         raise UserError(f"data set '{args.data}': the query or gallery split is empty")
     has_clothes = bool((query.clothes >= 0).all() and (gallery.clothes >= 0).all())

@@ -25,6 +25,8 @@ from reid3dsl.precision import Precision
 
 log = logging.getLogger(__name__)
 RANKS = (1, 5, 10)
+# eval.split → its (query, gallery) shard splits: test identities, or validation identities for choosing settings.
+EVAL_SPLITS = {"test": ("query", "gallery"), "val": ("val_query", "val_gallery")}
 
 
 @dataclass
@@ -196,8 +198,9 @@ def ranked_picture(cfg: Config, query: SplitFeatures, gallery: SplitFeatures, ou
     dist = pairwise_distances(query.feats[feature][rows], gallery.feats[feature], metric=cfg.eval.metric)
     # Read enough gallery items per query that vis_topk remain after junk is removed.
     top = torch.argsort(dist, dim=1, stable=True)[:, :3 * cfg.eval.vis_topk].numpy()
-    q_images = read_images(cfg, "query", {query.keys[i] for i in rows})
-    g_images = read_images(cfg, "gallery", {gallery.keys[j] for j in top.reshape(-1)})
+    q_split, g_split = EVAL_SPLITS[cfg.eval.split]
+    q_images = read_images(cfg, q_split, {query.keys[i] for i in rows})
+    g_images = read_images(cfg, g_split, {gallery.keys[j] for j in top.reshape(-1)})
     blank = np.zeros((cfg.data.height, cfg.data.width, 3), np.uint8)
     return ranked_results_png(
         [q_images.get(query.keys[i], blank) for i in rows], _Lazy(gallery.keys, g_images, blank), top,

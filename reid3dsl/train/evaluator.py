@@ -18,7 +18,14 @@ import torch.nn.functional as F
 
 from reid3dsl.body.render import SHARP_BLUR_PX
 from reid3dsl.config import Config
-from reid3dsl.eval.extract import SplitFeatures, extract_split, gather_to_rank0, protocol_table, ranked_picture
+from reid3dsl.eval.extract import (
+    EVAL_SPLITS,
+    SplitFeatures,
+    extract_split,
+    gather_to_rank0,
+    protocol_table,
+    ranked_picture,
+)
 from reid3dsl.eval.reconstruction import (
     KEYPOINT_CROP_HEIGHT,
     beta_recovery,
@@ -33,7 +40,6 @@ from reid3dsl.train import tracking
 
 log = logging.getLogger(__name__)
 QUALITY_IMAGES = 64
-EVAL_SPLITS = {"test": ("query", "gallery"), "val": ("val_query", "val_gallery")}
 
 
 class Evaluator:
@@ -145,7 +151,7 @@ class Evaluator:
         from reid3dsl.data.pipeline import eval_batches
         from reid3dsl.data.transforms import denormalize
 
-        batch = next(iter(eval_batches(self.cfg, "query", 0, 1, 8)))
+        batch = next(iter(eval_batches(self.cfg, self.splits[0], 0, 1, 8)))
         size = (self.cfg.data.shape_height, self.cfg.data.shape_width)
         sil, kp = self._predict_3d(module, precision, batch, size)
         # The crop the 3D stream saw, or the RGB crop at its size when it saw the body proxy.
