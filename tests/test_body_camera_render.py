@@ -180,3 +180,41 @@ def test_a_blur_in_pixels_gives_gradients_one_pixel_off_the_edge_at_every_render
     assert (soft[ring] > 1e-3).float().mean() > 0.6, "pixels next to the edge must see the body"
     (grad,) = torch.autograd.grad(soft[ring].sum(), verts)
     assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("size", [(64, 32), (48, 48), (32, 64)])
+def test_recomputed_face_distances_equal_the_rasteriser_s_and_give_its_gradient(body: SMPLD, cfg: BodyConfig,
+                                                                               size: tuple[int, int]) -> None:
+    # The renderer differentiates its own distances instead of the rasteriser's (slow on CPU): forward values
+    # and the vertex gradient of a silhouette loss must be the rasteriser's.
+    import dataclasses
+    import math
+
+    from pytorch3d.renderer import BlendParams, MeshRasterizer, RasterizationSettings, SoftSilhouetteShader
+
+    from reid3dsl.body.camera import pytorch3d_cameras
+    from reid3dsl.body.render import _CUTOFF, _meshes, blur_sigma, signed_face_dists
+
+    verts, _, cam_t = _people(body, 3, seed=5)
+    verts = verts.detach().requires_grad_()
+    sigma = blur_sigma(1.5, size)
+    settings = RasterizationSettings(image_size=size, blur_radius=math.log(1 / _CUTOFF - 1) * sigma,
+                                     faces_per_pixel=16, bin_size=0, perspective_correct=False)
+    rasterizer = MeshRasterizer(cameras=pytorch3d_cameras(cam_t, size, normalized_focal(5000.0, 224.0)),
+                                raster_settings=settings)
+    meshes = _meshes(verts, body.faces)
+    fragments = rasterizer(meshes)
+    mine = signed_face_dists(rasterizer.transform(meshes).verts_padded(), body.faces, fragments.pix_to_face)
+    valid = fragments.pix_to_face >= 0
+    assert valid.sum() > 1000
+    torch.testing.assert_close(mine[valid], fragments.dists[valid], atol=1e-6, rtol=1e-3)
+    assert ((mine > 0) == (fragments.dists > 0))[valid].all()
+    shader = SoftSilhouetteShader(BlendParams(sigma=sigma, gamma=1e-4))
+    target = torch.zeros(3, *size)
+    target[:, size[0] // 4 :, size[1] // 4 :] = 1.0
+    grads = []
+    for frags in (fragments, dataclasses.replace(fragments, dists=mine)):
+        loss = ((shader(frags, meshes)[..., 3] - target) ** 2).sum()
+        grads.append(torch.autograd.grad(loss, verts, retain_graph=True)[0])
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5 * float(grads[0].abs().max()), rtol=1e-3)

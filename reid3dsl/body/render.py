@@ -4,13 +4,18 @@
 pixel from `BodyConfig`) is the training-time projection: batched, any crop size, differentiable
 w.r.t. vertices and camera, always computed in fp32 (autocast is switched off inside, since the
 soft rasteriser's distances underflow in half precision). Its blur is set in pixels of the render
-(`blur_sigma`), so a small render gets as wide an edge, in pixels, as a large one. `TexturedRenderer`
+(`blur_sigma`), so a small render gets as wide an edge, in pixels, as a large one. The rasteriser picks the
+faces near each pixel; the pixel-to-face distances the shader blends are then recomputed from the projected
+vertices with torch ops (`signed_face_dists`), equal to the rasteriser's, so autograd differentiates them: the
+rasteriser's own CPU backward costs ~45 µs per (pixel, face) pair — 6.1 s for 16 bodies at 64x32 against
+0.14 s this way, the same gradient (measured on this 2-core machine). `TexturedRenderer`
 (MeshRenderer + HardPhongShader + TexturesVertex, a point light) makes pictures without gradients: RGB,
 a hard mask and keypoints in the shard format, for the synthetic data set and for figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -48,6 +53,45 @@ def blur_sigma(blur_px: float, image_size: tuple[int, int]) -> float:
     return ndc**2 / math.log(1.0 / _CUTOFF - 1.0)
 
 
+def ndc_pixel_centres(image_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Pixel centres of an (H, W) render in pytorch3d's NDC: +x left, +y up, the shorter side spanning [-1, 1].
+    → (H, W, 2) (x, y)."""
+    h, w = image_size
+
+    def axis(n: int, other: int) -> torch.Tensor:
+        half = max(n / other, 1.0)
+        return half - (2 * torch.arange(n, dtype=torch.float32, device=device) + 1) * half / n
+
+    return torch.stack(torch.meshgrid(axis(w, h), axis(h, w), indexing="xy"), dim=-1)
+
+
+def _segment_d2(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return ((p - a - t[..., None] * ab) ** 2).sum(-1)
+
+
+def _cross(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def signed_face_dists(verts_ndc: torch.Tensor, faces: torch.Tensor, pix_to_face: torch.Tensor) -> torch.Tensor:
+    """The rasteriser's `dists`, differentiable: for every (pixel, face) of `pix_to_face` (B, H, W, K; packed face
+    indices, -1 for none), the squared xy distance in NDC from the pixel centre to the face's nearest edge,
+    negative inside the face; -1 where there is no face. verts_ndc (B, V, 3) projected vertices, faces (F, 3)."""
+    b, v = verts_ndc.shape[:2]
+    packed = (faces[None].to(verts_ndc.device) + v * torch.arange(b, device=verts_ndc.device)[:, None, None])
+    dists = torch.full(pix_to_face.shape, -1.0, dtype=verts_ndc.dtype, device=verts_ndc.device)
+    where = torch.nonzero(pix_to_face >= 0, as_tuple=True)
+    tri = verts_ndc.reshape(-1, 3)[packed.reshape(-1, 3)[pix_to_face[where]]][..., :2]  # (N, 3, 2)
+    p = ndc_pixel_centres(tuple(pix_to_face.shape[1:3]), verts_ndc.device)[where[1], where[2]]  # (N, 2)
+    a, b_, c = tri.unbind(dim=1)
+    d2 = torch.minimum(torch.minimum(_segment_d2(p, a, b_), _segment_d2(p, b_, c)), _segment_d2(p, c, a))
+    s0, s1, s2 = _cross(b_ - a, p - a), _cross(c - b_, p - b_), _cross(a - c, p - c)
+    inside = ((s0 >= 0) & (s1 >= 0) & (s2 >= 0)) | ((s0 <= 0) & (s1 <= 0) & (s2 <= 0))
+    return dists.index_put(where, torch.where(inside, -d2, d2))
+
+
 class SilhouetteRenderer:
     """Soft silhouettes of meshes seen by the camera of camera.py."""
 
@@ -79,7 +123,11 @@ class SilhouetteRenderer:
             )
             cameras = pytorch3d_cameras(t, image_size, self.focal)
             meshes = _meshes(verts, faces)
-            fragments = MeshRasterizer(cameras=cameras, raster_settings=settings)(meshes)
+            rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
+            with torch.no_grad():
+                fragments = rasterizer(meshes)
+            dists = signed_face_dists(rasterizer.transform(meshes).verts_padded(), faces, fragments.pix_to_face)
+            fragments = dataclasses.replace(fragments, dists=dists)
             images = SoftSilhouetteShader(BlendParams(sigma=sigma, gamma=self.gamma))(fragments, meshes)
         return images[..., 3]
 
