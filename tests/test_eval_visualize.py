@@ -89,3 +89,28 @@ def test_bad_input_is_rejected_naming_it(tmp_path, change, name) -> None:
         distmat = distmat[:1]
     with pytest.raises(UserError, match=name):
         ranked_results_png(queries, gallery, distmat, q_pids, g_pids, [0, 0], g_cams, out, cell=CELL)
+
+
+def test_reconstruction_picture_has_a_row_per_image_with_mask_render_and_mesh_tiles(tmp_path) -> None:
+    import torch
+
+    from reid3dsl.body.draw import reconstruction_grid
+
+    b, h, w = 3, 32, 16
+    images = torch.full((b, 3, h, w), 0.5)
+    masks = torch.zeros(b, 16, 8)
+    masks[:, 4:12, 2:6] = 1.0
+    sil = torch.zeros(b, 16, 8)
+    sil[:, :8] = 1.0
+    verts = torch.tensor([[2.0, 2.0], [14.0, 2.0], [8.0, 30.0]]).expand(b, 3, 2)
+    faces = torch.tensor([[0, 1, 2]])
+    kp = torch.cat([torch.rand(b, 17, 2) * torch.tensor([w, h]), torch.ones(b, 17, 1)], dim=2)
+    png = reconstruction_grid(images, masks, sil, verts, faces, kp[..., :2], kp, torch.tensor([0.1, 0.5, 0.9]),
+                              tmp_path / "r.png", scale=4)
+    img = cv2.imread(str(png))[..., ::-1]
+    gap, th, tw = 4, h * 4, w * 4
+    assert img.shape == (b * (th + gap) + gap, 4 * (tw + gap) + gap, 3)
+    tile = [img[gap : gap + th, gap + c * (tw + gap) : gap + c * (tw + gap) + tw] for c in range(4)]
+    assert (tile[1][24, 16] == 0).all() and (tile[1][64, 32] == 255).all()  # the mask, in black and white
+    assert (tile[2][16, 32] == 255).all() and (tile[2][100, 32] == 0).all()  # the silhouette's top half
+    assert (tile[3] != tile[0]).any(axis=2).sum() > 50  # the wireframe drawn over the image

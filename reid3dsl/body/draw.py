@@ -1,5 +1,5 @@
-"""Drawing the body over images (OpenCV, uint8 RGB): keypoint skeletons, mask outlines, silhouette tints,
-and the training job's overlay grid of the 3D stream's silhouettes and keypoints against the targets."""
+"""Drawing the body over images (OpenCV, uint8 RGB): keypoint skeletons, mask outlines, mesh wireframes,
+and the evaluation's reconstruction picture (image, true mask, rendered silhouette, mesh overlay; IoU on each)."""
 
 from __future__ import annotations
 
@@ -47,31 +47,62 @@ def draw_outline(tile: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]
     cv2.drawContours(tile, contours, -1, color, 1)
 
 
-def overlay_grid(images: torch.Tensor, silhouettes: torch.Tensor | None, pred_keypoints: torch.Tensor,
-                 target_keypoints: torch.Tensor, target_masks: torch.Tensor, out: Path, scale: int = 2) -> Path:
-    """One tile per image: the predicted soft silhouette tinted red, the target mask outlined in magenta,
-    target keypoints coloured by side and predicted keypoints in red.
+def draw_mesh(tile: np.ndarray, vertices_px: np.ndarray, faces: np.ndarray, scale: float = 1.0,
+              color: tuple[int, int, int] = PRED_COLOR, alpha: float = 0.6) -> None:
+    """Draw the wireframe of a mesh projected to pixels (vertices_px (V, 2), faces (F, 3)) in place, blended."""
+    lines = tile.copy()
+    pts = np.round(vertices_px * scale).astype(np.int32)
+    cv2.polylines(lines, list(pts[faces]), True, color, 1, cv2.LINE_AA)
+    tile[:] = cv2.addWeighted(lines, alpha, tile, 1 - alpha, 0)
 
-    images (B, 3, H, W) float in [0, 1]; silhouettes (B, H, W) in [0, 1] or None; pred_keypoints (B, 17, 2)
-    and target_keypoints (B, 17, 3) in pixels of the images; target_masks (B, h, w) any size → PNG at `out`."""
-    tiles = []
+
+def _label(tile: np.ndarray, text: str) -> None:
+    h = tile.shape[0]
+    size = max(0.3, h / 400)
+    cv2.putText(tile, text, (3, h - 5), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, text, (3, h - 5), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _gray(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    gray = cv2.resize((np.clip(mask.astype(np.float32), 0, 1) * 255).astype(np.uint8), size,
+                      interpolation=cv2.INTER_NEAREST)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def reconstruction_grid(images: torch.Tensor, masks: torch.Tensor, silhouettes: torch.Tensor,
+                        vertices_px: torch.Tensor, faces: torch.Tensor, pred_keypoints: torch.Tensor,
+                        target_keypoints: torch.Tensor, ious: torch.Tensor, out: Path, scale: int = 2) -> Path:
+    """One row per image, four tiles each: the image with the true keypoints (by side) and the predicted ones
+    (red); the true mask; the rendered silhouette; the predicted mesh's wireframe over the image — each tile
+    labelled with the image's silhouette IoU.
+
+    images (B, 3, H, W) float in [0, 1]; masks (B, h, w) and silhouettes (B, h, w) in [0, 1] (any size);
+    vertices_px (B, V, 2) and pred_keypoints (B, 17, 2), target_keypoints (B, 17, 3) in pixels of the images;
+    faces (F, 3); ious (B,) → PNG at `out`."""
+    rows = []
+    faces_np = faces.cpu().numpy()
     for i in range(images.shape[0]):
         img = (images[i].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         h, w = img.shape[:2]
-        tile = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-        if silhouettes is not None:
-            sil = cv2.resize(silhouettes[i].detach().float().cpu().numpy(), (w * scale, h * scale))[..., None]
-            tile = (tile * (1 - 0.5 * sil) + np.array(PRED_COLOR) * 0.5 * sil).round().astype(np.uint8)
-        draw_outline(tile, target_masks[i].cpu().numpy())
-        draw_skeleton(tile, target_keypoints[i].cpu().numpy(), scale)
+        size = (w * scale, h * scale)
+        base = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
+        keypoints = base.copy()
+        draw_skeleton(keypoints, target_keypoints[i].cpu().numpy(), scale)
         pred = np.concatenate([pred_keypoints[i].cpu().numpy(), np.ones((17, 1))], axis=1)
-        draw_skeleton(tile, pred, scale, color=PRED_COLOR, radius=1)
-        tiles.append(tile)
+        draw_skeleton(keypoints, pred, scale, color=PRED_COLOR, radius=1)
+        mesh = base.copy()
+        draw_mesh(mesh, vertices_px[i].cpu().numpy(), faces_np, scale)
+        tiles = [keypoints, _gray(masks[i].cpu().numpy(), size), _gray(silhouettes[i].cpu().numpy(), size), mesh]
+        for tile, name in zip(tiles, ("image", "mask", "render", "mesh"), strict=True):
+            _label(tile, f"{name} IoU {float(ious[i]):.2f}")
+        rows.append(tiles)
     gap = 4
-    th, tw = tiles[0].shape[:2]
-    canvas = np.full((th + 2 * gap, len(tiles) * (tw + gap) + gap, 3), 40, np.uint8)
-    for c, tile in enumerate(tiles):
-        canvas[gap : gap + th, gap + c * (tw + gap) : gap + c * (tw + gap) + tw] = tile
+    th, tw = rows[0][0].shape[:2]
+    canvas = np.full((len(rows) * (th + gap) + gap, 4 * (tw + gap) + gap, 3), 40, np.uint8)
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            y, x = gap + r * (th + gap), gap + c * (tw + gap)
+            canvas[y : y + th, x : x + tw] = tile
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
         raise UserError(f"picture '{out}': could not be written")

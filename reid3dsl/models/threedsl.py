@@ -2,8 +2,9 @@
 
 A `ThreeDSL` model is an RGB stream (E_rgb → F_rgb, identity head) and/or a 3D stream (E_3D → E_pose: θ, ψ;
 E_shape: F_shape, β, δ; identity head), plus the SMPL+D body model and the camera that carry the 3D stream's
-output back to the image (`project`, `silhouettes`). `ThreeDSL.from_config` builds it; the class takes plain
-modules. `Switches` answers, once, which streams and which loss terms are on.
+output back to the image (`project`, `silhouettes`) and tell MGS where each body part appears (`locate_parts`).
+`ThreeDSL.from_config` builds it; the class takes plain modules.
+`Switches` answers, once, which streams and which loss terms are on.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class ThreeDSL(nn.Module):
                 mean_pose = prior_mean_pose(load_prior(cfg.body))
             trunk, channels = build_backbone(m.shape_backbone, m.shape_pretrained_path, m.last_stride)
             pose = PoseRegressor(channels, mean_pose, torch.tensor([0.9, 0.0, 0.0]), m.regressor_iterations)
-            groups = stripe_vertex_groups(body.template.cpu(), m.num_parts) if m.mgs else None
+            groups = [g.cpu() for g in body.part_vertex_groups(m.num_parts)] if m.mgs else None
             encoder = ShapeEncoder(channels, m.shape_feat_dim, cfg.body.num_betas, body.num_vertices, groups,
                                    m.max_displacement)
             shape = ShapeStream(trunk, channels, pose, encoder, num_classes)
@@ -115,7 +116,7 @@ class ThreeDSL(nn.Module):
             if self.rgb is not None:
                 out["rgb"] = self.rgb(image)
             if self.shape is not None:
-                out["shape"] = self.shape(image if shape_image is None else shape_image)
+                out["shape"] = self.shape(image if shape_image is None else shape_image, self.locate_parts)
         return out
 
     @torch.no_grad()
@@ -141,6 +142,32 @@ class ThreeDSL(nn.Module):
             cam_t = weak_perspective_to_translation(shape_out["cam"].float(), self.focal)
             kp2d = project_points(body.keypoints, cam_t, self.shape_size, self.focal)
         return {"vertices": body.vertices, "cam_t": cam_t, "keypoints_2d": kp2d}
+
+    @torch.no_grad()
+    def locate_parts(self, rotmats: torch.Tensor, cam: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Where each MGS part appears: the share of the part's vertices — of the mean-shape body in the pose and
+        camera E_pose predicts — that project into each cell of an (h, w) grid over the 3D stream's input.
+        → (B, K, h, w), each map summing to 1 (uniform for a part entirely outside the crop). No gradient: the
+        maps route features, they are not a loss."""
+        assert self.body is not None and self.shape is not None, "locate_parts() needs the 3D stream"
+        groups = self.shape.shape.groups()
+        h, w = grid
+        with torch.autocast(cam.device.type, enabled=False):
+            b = rotmats.shape[0]
+            body = self.body(rotmats.new_zeros(b, self.body.num_betas, dtype=torch.float32), rotmats.float())
+            px = project_points(body.vertices, weak_perspective_to_translation(cam.float(), self.focal),
+                                self.shape_size, self.focal)
+            height, width = self.shape_size
+            col = torch.floor(px[..., 0] * (w / width)).long()
+            row = torch.floor(px[..., 1] * (h / height)).long()
+            inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+            cell = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1))
+            maps = px.new_zeros(b, len(groups), h * w)
+            for k, group in enumerate(groups):
+                maps[:, k].scatter_add_(1, cell[:, group], inside[:, group].float())
+            total = maps.sum(dim=2, keepdim=True)
+            maps = torch.where(total > 0, maps / total.clamp_min(1.0), torch.full_like(maps, 1.0 / (h * w)))
+        return maps.reshape(b, len(groups), h, w)
 
     def silhouettes(self, projected: dict[str, torch.Tensor], size: tuple[int, int],
                     blur_px: float | None = None) -> torch.Tensor:
@@ -174,10 +201,3 @@ def prior_mean_pose(prior: Any) -> torch.Tensor:
     mean_pose[0] = torch.tensor(UPRIGHT_FACING_CAMERA)
     return mean_pose
 
-
-def stripe_vertex_groups(template: torch.Tensor, num_parts: int) -> list[torch.Tensor]:
-    """Vertices of a standing template (V, 3), y up, split into `num_parts` height bands of equal vertex count,
-    ordered head to feet — the vertices that the horizontal stripes of an upright person crop see.
-    → list of (V_k,) long index tensors, disjoint, covering all vertices."""
-    order = torch.argsort(template[:, 1], descending=True, stable=True)
-    return [chunk.sort().values for chunk in torch.tensor_split(order, num_parts)]

@@ -43,8 +43,8 @@ class Components:
     train_batches: Iterator[dict[str, Any]]
     evaluator: Any
 
-    def evaluate(self, module: ThreeDSL, precision: Precision, final: bool) -> dict[str, float]:
-        return self.evaluator.evaluate(module, precision, final)
+    def evaluate(self, module: ThreeDSL, precision: Precision, epoch: int, final: bool) -> dict[str, float]:
+        return self.evaluator.evaluate(module, precision, epoch, final)
 
     def finish(self, module: ThreeDSL, precision: Precision) -> None:
         self.evaluator.finish(module, precision)

@@ -1,9 +1,10 @@
 """Evaluation inside the training job and the final export.
 
-Every rank extracts its share of query and gallery features; rank 0 computes the protocol × feature table.
-At the final evaluation rank 0 also draws the pictures people look at — the ranked retrievals of a few
-queries and the 3D stream's silhouettes and keypoints over training images — and logs them to MLflow,
-then exports the network as `model.pt` (the checkpoint `python -m reid3dsl.eval` reads).
+Every rank extracts its share of query and gallery features; rank 0 computes the protocol × feature table and
+the 3D stream's reconstruction figures. At every evaluation rank 0 draws the 3D stream's reconstruction of a
+few query images (image, true mask, rendered silhouette, mesh overlay, IoU on each), at the final one also the
+ranked retrievals of a few queries, and logs them to MLflow; at the end it exports the network as `model.pt`
+(the checkpoint `python -m reid3dsl.eval` reads).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from reid3dsl.train import tracking
 
 log = logging.getLogger(__name__)
 QUALITY_IMAGES = 64
+PICTURE_IMAGES = 6
 
 
 class Evaluator:
@@ -55,8 +57,9 @@ class Evaluator:
         self.run_id = run_id
         self.splits = EVAL_SPLITS[cfg.eval.split]
 
-    def evaluate(self, module: ThreeDSL, precision: Precision, final: bool) -> dict[str, float]:
-        """Metrics on rank 0 (`{}` elsewhere); every rank must call it (features and counts are gathered)."""
+    def evaluate(self, module: ThreeDSL, precision: Precision, epoch: int, final: bool) -> dict[str, float]:
+        """Metrics after `epoch` on rank 0 (`{}` elsewhere); every rank must call it (features and counts are
+        gathered)."""
         split_feats = {}
         for split in self.splits:
             local = extract_split(module, self.cfg, split, self.rank, self.world_size, self.device, precision)
@@ -70,13 +73,14 @@ class Evaluator:
         metrics = {**protocol_table(self.cfg, query, gallery), **quality}
         if module.switches.has_3d:
             metrics.update(self._shape_recovery(module, query, gallery))
-        if final and self.run_id is not None:
-            self._log_pictures(module, precision, query, gallery)
+        if self.run_id is not None:
+            self._log_pictures(module, precision, query, gallery, epoch, final)
         return metrics
 
     def _predict_3d(self, module: ThreeDSL, precision: Precision, batch: dict[str, Any],
-                    size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 3D stream's silhouettes (B, *size) and keypoints (B, 17, 2) in shape-image pixels for `batch`."""
+                    size: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The 3D stream's silhouettes (B, *size) for `batch` and its `project()` output (keypoints in shape-image
+        pixels)."""
         was_training = module.training
         module.eval()
         with torch.no_grad(), precision.autocast():
@@ -85,7 +89,7 @@ class Evaluator:
         with torch.no_grad():
             projected = module.project(out_shape)
             sil = module.silhouettes(projected, size, SHARP_BLUR_PX)
-        return sil, projected["keypoints_2d"]
+        return sil, projected
 
     def _shape_quality(self, module: ThreeDSL, precision: Precision) -> dict[str, float]:
         """How well the 3D stream explains the images: silhouette IoU (rendered at the mask resolution, > 0.5)
@@ -103,7 +107,8 @@ class Evaluator:
             if seen >= QUALITY_IMAGES:
                 break
             seen += len(batch["key"])
-            sil, kp = self._predict_3d(module, precision, batch, sil_size)
+            sil, projected = self._predict_3d(module, precision, batch, sil_size)
+            kp = projected["keypoints_2d"]
             has = batch["has_mask"]
             sums[0] += silhouette_iou(sil[has].cpu(), batch["mask"][has]).sum().item()
             sums[1] += int(has.sum())
@@ -137,27 +142,37 @@ class Evaluator:
                 "eval/3d/beta_identification_chance": float(res["chance"])}
 
     def _log_pictures(self, module: ThreeDSL, precision: Precision, query: SplitFeatures,
-                      gallery: SplitFeatures) -> None:
+                      gallery: SplitFeatures, epoch: int, final: bool) -> None:
+        """The reconstruction picture at every evaluation (named by the epoch); the ranked retrievals at the final
+        one."""
         with tempfile.TemporaryDirectory() as tmp:
-            paths = [ranked_picture(self.cfg, query, gallery, Path(tmp) / "ranked_results.png")]
+            paths = [ranked_picture(self.cfg, query, gallery, Path(tmp) / "ranked_results.png")] if final else []
             if module.switches.has_3d:
-                paths.append(self._overlay_png(module, precision, Path(tmp) / "silhouettes_keypoints.png"))
+                name = f"reconstruction_epoch{epoch:03d}.png"
+                paths.append(self._reconstruction_png(module, precision, Path(tmp) / name))
             for path in paths:
                 if path is not None:
                     tracking.log_artifact(self.cfg, self.run_id, path, "pictures")
 
-    def _overlay_png(self, module: ThreeDSL, precision: Precision, out: Path) -> Path:
-        from reid3dsl.body.draw import overlay_grid
+    def _reconstruction_png(self, module: ThreeDSL, precision: Precision, out: Path) -> Path:
+        """`reconstruction_grid` of the first query images of the evaluated split."""
+        from reid3dsl.body.camera import project_points
+        from reid3dsl.body.draw import reconstruction_grid
         from reid3dsl.data.pipeline import eval_batches
         from reid3dsl.data.transforms import denormalize
 
-        batch = next(iter(eval_batches(self.cfg, self.splits[0], 0, 1, 8)))
+        assert module.body is not None
+        batch = next(iter(eval_batches(self.cfg, self.splits[0], 0, 1, PICTURE_IMAGES)))
+        mask = batch["mask"]
+        sil, projected = self._predict_3d(module, precision, batch, tuple(mask.shape[1:]))
         size = (self.cfg.data.shape_height, self.cfg.data.shape_width)
-        sil, kp = self._predict_3d(module, precision, batch, size)
+        vertices_px = project_points(projected["vertices"], projected["cam_t"], size, module.focal)
         # The crop the 3D stream saw, or the RGB crop at its size when it saw the body proxy.
         background = batch["shape_image"] if self.cfg.data.shape_input == "image" else F.interpolate(
             batch["image"], size=size, mode="bilinear", antialias=True)
-        return overlay_grid(denormalize(background), sil, kp.cpu(), batch["keypoints"], batch["mask"], out)
+        return reconstruction_grid(denormalize(background), mask, sil.cpu(), vertices_px.cpu(), module.body.faces,
+                                   projected["keypoints_2d"].cpu(), batch["keypoints"],
+                                   silhouette_iou(sil.cpu(), mask), out)
 
     def finish(self, module: ThreeDSL, precision: Precision) -> None:
         """Rank 0: export the network and log it to MLflow."""

@@ -256,7 +256,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         last = state.epoch == cfg.train.epochs
         if last or state.epoch % cfg.eval.every == 0:
-            report.update(parts.evaluate(engine.module, precision, last))
+            report.update(parts.evaluate(engine.module, precision, state.epoch, last))
         if buffer is not None:
             # Per-step losses are already in the buffer; the epoch adds throughput, counters and evaluation.
             buffer.add({k: v for k, v in report.items() if k not in ("epoch", "step") and not k.startswith("loss/")},
@@ -269,7 +269,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                  ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float) and "/" in k)[:400])
     if state.epoch >= cfg.train.epochs and not epoch_ran:
         # Resumed a finished run: evaluate its final weights again so the job still reports its results.
-        report = {"epoch": state.epoch, "step": state.step, **parts.evaluate(engine.module, precision, True)}
+        final = parts.evaluate(engine.module, precision, state.epoch, True)
+        report = {"epoch": state.epoch, "step": state.step, **final}
         save_and_report(cfg, engine, disc_engine, state, report, checkpoint=False)
     if rank == 0:
         parts.finish(engine.module, precision)
