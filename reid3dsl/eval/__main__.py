@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             res = score(cfg, query, gallery, protocol, feature)
             print(f"{protocol:<10}{feature:<8}" + "".join(f"{100 * res['cmc'][r - 1]:>8.1f}" for r in RANKS)
                   + f"{100 * res['mAP']:>8.1f}{100 * res['mINP']:>8.1f}")
+    if "betas" in query.feats:
+        from reid3dsl.eval.reconstruction import format_figures, quality_figures, quality_sums, shape_recovery
+
+        model = extractor.model
+        split = EVAL_SPLITS[cfg.eval.split][0]
+        figures = quality_figures(quality_sums(model, cfg, split, 0, 1, extractor.device, extractor.precision))
+        print(format_figures({**figures, **shape_recovery(model, query, gallery)}))
     if args.vis is not None:
         from reid3dsl.eval.extract import ranked_picture
 

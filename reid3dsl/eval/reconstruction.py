@@ -1,18 +1,29 @@
 """How well the 3D stream reconstructs people: silhouette IoU, keypoint error and body-shape (β) recovery.
 
-Pure functions of predictions and the data's truth (masks, keypoints and, where the data set knows it, each
-identity's true β). β is compared modulo what a person crop cannot show: crops are normalised like detector
-boxes, so overall body size is not observable from one crop (the camera scale absorbs it). `scale_direction`
-is the β direction that best imitates a uniform scaling of the body; `beta_recovery` reports correlations both
-raw and with that direction projected out of predicted and true β.
+The metrics are functions of predictions and the data's truth (masks, keypoints and, where the data set knows
+it, each identity's true β). β is compared modulo what a person crop cannot show: crops are normalised like
+detector boxes, so overall body size is not observable from one crop (the camera scale absorbs it).
+`scale_direction` is the β direction that best imitates a uniform scaling of the body; `beta_recovery` reports
+correlations both raw and with that direction projected out of predicted and true β.
+
+`predict_3d`, `quality_sums`/`quality_figures` and `shape_recovery` measure a model on a split — the training
+job's evaluator and the eval CLI both report them as `eval/3d/*`; `format_figures` prints them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from reid3dsl.body.render import SHARP_BLUR_PX
+from reid3dsl.config import Config
+from reid3dsl.models.threedsl import ThreeDSL
+from reid3dsl.precision import Precision
+
 KEYPOINT_CROP_HEIGHT = 128  # keypoint errors are stated in pixels of a crop this high
+QUALITY_IMAGES = 64  # silhouette IoU and keypoint error are measured on this many query images (per rank)
 
 
 def silhouette_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -65,3 +76,85 @@ def beta_recovery(pred: np.ndarray, true: np.ndarray, pids: np.ndarray,
     nearest = ids[np.argmin(((pred[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)]
     return {"r_raw": r_raw.tolist(), "r": r.tolist(), "mean_r_raw": float(r_raw.mean()), "mean_r": float(r.mean()),
             "identification": float((nearest == pids).mean()), "chance": 1.0 / len(ids)}
+
+
+def predict_3d(model: ThreeDSL, precision: Precision, batch: dict[str, Any], size: tuple[int, int],
+               device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The 3D stream's sharp silhouettes (B, *size) for `batch` and its `project()` output (keypoints in
+    shape-image pixels), in eval mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), precision.autocast():
+        out_shape = model(batch["image"].to(device), batch["shape_image"].to(device))["shape"]
+    model.train(was_training)
+    with torch.no_grad():
+        projected = model.project(out_shape)
+        sil = model.silhouettes(projected, size, SHARP_BLUR_PX)
+    return sil, projected
+
+
+def quality_sums(model: ThreeDSL, cfg: Config, split: str, rank: int, world_size: int, device: torch.device,
+                 precision: Precision) -> torch.Tensor:
+    """Over up to QUALITY_IMAGES images of `split` read by this rank: (IoU sum, masks, keypoint error sum in
+    units of the image height, visible keypoints) float64 — summed over ranks by the caller, then
+    `quality_figures`. Silhouettes are rendered at the mask resolution (`data.sil_*`) and thresholded at 0.5."""
+    from reid3dsl.data.pipeline import eval_batches
+
+    sums = torch.zeros(4, dtype=torch.float64)
+    sil_size = (cfg.data.sil_height, cfg.data.sil_width)
+    seen = 0
+    for batch in eval_batches(cfg, split, rank, world_size, 32):
+        if seen >= QUALITY_IMAGES:
+            break
+        seen += len(batch["key"])
+        sil, projected = predict_3d(model, precision, batch, sil_size, device)
+        has = batch["has_mask"]
+        sums[0] += silhouette_iou(sil[has].cpu(), batch["mask"][has]).sum().item()
+        sums[1] += int(has.sum())
+        err = keypoint_errors(projected["keypoints_2d"].cpu(), batch["keypoints"], cfg.data.shape_height)
+        sums[2] += err.sum().item()
+        sums[3] += err.numel()
+    return sums
+
+
+def quality_figures(sums: torch.Tensor) -> dict[str, float]:
+    """`quality_sums` (all ranks) → eval/3d/silhouette_iou, keypoint_error (of the crop height) and
+    keypoint_error_px (pixels of a KEYPOINT_CROP_HEIGHT crop)."""
+    kp_error = float(sums[2] / sums[3].clamp_min(1))
+    return {"eval/3d/silhouette_iou": float(sums[0] / sums[1].clamp_min(1)),
+            "eval/3d/keypoint_error": kp_error,
+            "eval/3d/keypoint_error_px": kp_error * KEYPOINT_CROP_HEIGHT}
+
+
+def shape_recovery(model: ThreeDSL, query: Any, gallery: Any) -> dict[str, float]:
+    """β recovery (`beta_recovery`) over every image of `query` and `gallery` (eval.extract.SplitFeatures) whose
+    identity's true β the data set knows; {} where it knows none."""
+    pred = torch.cat([query.feats["betas"], gallery.feats["betas"]]).numpy()
+    true = np.concatenate([query.true_betas, gallery.true_betas])
+    known = ~np.isnan(true).any(axis=1)
+    if not known.any():
+        return {}
+    pids = np.concatenate([query.pids, gallery.pids])[known]
+    assert model.body is not None
+    nb = pred.shape[1]
+    direction, _ = scale_direction(model.body.smpl.shapedirs[..., :nb].cpu(), model.body.template.cpu())
+    res = beta_recovery(pred[known], true[known], pids, direction.numpy())
+    return {"eval/3d/beta_r": float(res["mean_r"]), "eval/3d/beta_r_raw": float(res["mean_r_raw"]),
+            "eval/3d/beta_identification": float(res["identification"]),
+            "eval/3d/beta_identification_chance": float(res["chance"])}
+
+
+def format_figures(metrics: dict[str, float]) -> str:
+    """The reconstruction figures among `metrics` as printed lines ("" when there are none)."""
+    m = metrics
+    lines = []
+    if "eval/3d/silhouette_iou" in m:
+        lines.append(f"3D reconstruction: silhouette IoU {m['eval/3d/silhouette_iou']:.3f}, keypoint error "
+                     f"{m['eval/3d/keypoint_error_px']:.2f} px of a {KEYPOINT_CROP_HEIGHT}-px crop "
+                     f"({m['eval/3d/keypoint_error']:.4f} of its height)")
+    if "eval/3d/beta_r" in m:
+        lines.append(f"body shape: mean r over beta dimensions {m['eval/3d/beta_r']:.3f} (size direction projected "
+                     f"out; raw {m['eval/3d/beta_r_raw']:.3f}), identified by shape "
+                     f"{100 * m['eval/3d/beta_identification']:.1f}% (chance "
+                     f"{100 * m['eval/3d/beta_identification_chance']:.1f}%)")
+    return "\n".join(lines)

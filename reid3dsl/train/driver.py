@@ -183,6 +183,11 @@ def run_job(cfg: Config) -> dict[str, Any]:
     print(f"\n{cfg.cluster.name}: {metrics.get('epoch', '?')} epochs, {metrics.get('step', '?')} steps, "
           f"{metrics.get('throughput/img_per_s', float('nan')):.1f} img/s, wall {wall:.0f} s")
     print(summary_table(metrics))
+    from reid3dsl.eval.reconstruction import format_figures
+
+    figures = format_figures(metrics)
+    if figures:
+        print(figures)
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
     print(f"MLflow run {run_id} in {cfg.tracking.uri} (experiment '{cfg.tracking.experiment}')")
     if cfg.tracking.uri.startswith("sqlite:///"):

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reid3dsl.body.render import SHARP_BLUR_PX
 from reid3dsl.config import Config
 from reid3dsl.eval.extract import (
     EVAL_SPLITS,
@@ -28,10 +27,10 @@ from reid3dsl.eval.extract import (
     ranked_picture,
 )
 from reid3dsl.eval.reconstruction import (
-    KEYPOINT_CROP_HEIGHT,
-    beta_recovery,
-    keypoint_errors,
-    scale_direction,
+    predict_3d,
+    quality_figures,
+    quality_sums,
+    shape_recovery,
     silhouette_iou,
 )
 from reid3dsl.models.io import MODEL_FILE, save_model
@@ -40,7 +39,6 @@ from reid3dsl.precision import Precision
 from reid3dsl.train import tracking
 
 log = logging.getLogger(__name__)
-QUALITY_IMAGES = 64
 PICTURE_IMAGES = 6
 
 
@@ -72,74 +70,20 @@ class Evaluator:
         assert query is not None and gallery is not None
         metrics = {**protocol_table(self.cfg, query, gallery), **quality}
         if module.switches.has_3d:
-            metrics.update(self._shape_recovery(module, query, gallery))
+            metrics.update(shape_recovery(module, query, gallery))
         if self.run_id is not None:
             self._log_pictures(module, precision, query, gallery, epoch, final)
         return metrics
 
-    def _predict_3d(self, module: ThreeDSL, precision: Precision, batch: dict[str, Any],
-                    size: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The 3D stream's silhouettes (B, *size) for `batch` and its `project()` output (keypoints in shape-image
-        pixels)."""
-        was_training = module.training
-        module.eval()
-        with torch.no_grad(), precision.autocast():
-            out_shape = module(batch["image"].to(self.device), batch["shape_image"].to(self.device))["shape"]
-        module.train(was_training)
-        with torch.no_grad():
-            projected = module.project(out_shape)
-            sil = module.silhouettes(projected, size, SHARP_BLUR_PX)
-        return sil, projected
-
     def _shape_quality(self, module: ThreeDSL, precision: Precision) -> dict[str, float]:
-        """How well the 3D stream explains the images: silhouette IoU (rendered at the mask resolution, > 0.5)
-        and keypoint error (mean distance over visible keypoints, in units of the image height) against the
-        data's masks and keypoints — the renderer's ground truth on the embedded set — over up to
-        QUALITY_IMAGES query images per rank. Collective: every rank calls it."""
+        """Silhouette IoU and keypoint error against the data's masks and keypoints (the renderer's ground truth
+        on the embedded set), over up to QUALITY_IMAGES query images per rank. Collective: every rank calls it."""
         import torch.distributed as dist
 
-        from reid3dsl.data.pipeline import eval_batches
-
-        sums = torch.zeros(4, dtype=torch.float64)  # IoU sum, masks, keypoint error sum, visible keypoints
-        sil_size = (self.cfg.data.sil_height, self.cfg.data.sil_width)
-        seen = 0
-        for batch in eval_batches(self.cfg, self.splits[0], self.rank, self.world_size, 32):
-            if seen >= QUALITY_IMAGES:
-                break
-            seen += len(batch["key"])
-            sil, projected = self._predict_3d(module, precision, batch, sil_size)
-            kp = projected["keypoints_2d"]
-            has = batch["has_mask"]
-            sums[0] += silhouette_iou(sil[has].cpu(), batch["mask"][has]).sum().item()
-            sums[1] += int(has.sum())
-            err = keypoint_errors(kp.cpu(), batch["keypoints"], self.cfg.data.shape_height)
-            sums[2] += err.sum().item()
-            sums[3] += err.numel()
+        sums = quality_sums(module, self.cfg, self.splits[0], self.rank, self.world_size, self.device, precision)
         if self.world_size > 1 and dist.is_initialized():
             dist.all_reduce(sums)
-        kp_error = float(sums[2] / sums[3].clamp_min(1))
-        return {"eval/3d/silhouette_iou": float(sums[0] / sums[1].clamp_min(1)),
-                "eval/3d/keypoint_error": kp_error,
-                "eval/3d/keypoint_error_px": kp_error * KEYPOINT_CROP_HEIGHT}
-
-    def _shape_recovery(self, module: ThreeDSL, query: SplitFeatures, gallery: SplitFeatures) -> dict[str, float]:
-        """β recovery over every evaluated image whose identity's true β the data set knows (`beta_recovery`; none
-        where it knows none)."""
-        import numpy as np
-
-        pred = torch.cat([query.feats["betas"], gallery.feats["betas"]]).numpy()
-        true = np.concatenate([query.true_betas, gallery.true_betas])
-        known = ~np.isnan(true).any(axis=1)
-        if not known.any():
-            return {}
-        pids = np.concatenate([query.pids, gallery.pids])[known]
-        assert module.body is not None
-        nb = pred.shape[1]
-        direction, _ = scale_direction(module.body.smpl.shapedirs[..., :nb].cpu(), module.body.template.cpu())
-        res = beta_recovery(pred[known], true[known], pids, direction.numpy())
-        return {"eval/3d/beta_r": float(res["mean_r"]), "eval/3d/beta_r_raw": float(res["mean_r_raw"]),
-                "eval/3d/beta_identification": float(res["identification"]),
-                "eval/3d/beta_identification_chance": float(res["chance"])}
+        return quality_figures(sums)
 
     def _log_pictures(self, module: ThreeDSL, precision: Precision, query: SplitFeatures,
                       gallery: SplitFeatures, epoch: int, final: bool) -> None:
@@ -164,7 +108,7 @@ class Evaluator:
         assert module.body is not None
         batch = next(iter(eval_batches(self.cfg, self.splits[0], 0, 1, PICTURE_IMAGES)))
         mask = batch["mask"]
-        sil, projected = self._predict_3d(module, precision, batch, tuple(mask.shape[1:]))
+        sil, projected = predict_3d(module, precision, batch, tuple(mask.shape[1:]), self.device)
         size = (self.cfg.data.shape_height, self.cfg.data.shape_width)
         vertices_px = project_points(projected["vertices"], projected["cam_t"], size, module.focal)
         # The crop the 3D stream saw, or the RGB crop at its size when it saw the body proxy.
