@@ -60,7 +60,8 @@ def test_smoke_job_logs_one_mlflow_run_and_resumes_where_it_stopped(
 
 
 def _evaluate_exported_model(model: Path, args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m reid3dsl.eval` on the job's exported model prints every protocol × feature and draws a picture."""
+    """`python -m reid3dsl.eval` on the job's exported model prints every protocol × feature and the reconstruction
+    figures, and draws a picture."""
     from reid3dsl.eval.__main__ import main
 
     data_root = next(a.split("=", 1)[1] for a in args if a.startswith("data.root="))
@@ -72,4 +73,6 @@ def _evaluate_exported_model(model: Path, args: list[str], tmp_path: Path, capsy
     for protocol in ("standard", "cc", "sc"):
         for feature in ("rgb", "shape", "fused"):
             assert any(line.split()[:2] == [protocol, feature] for line in table.splitlines()), table
+    # the reconstruction figures of the 3D stream against the rendered set's truth
+    assert "3D reconstruction: silhouette IoU" in table and "body shape: mean r over beta dimensions" in table, table
     assert (tmp_path / "ranked.png").stat().st_size > 0

@@ -75,6 +75,21 @@ def start_run(cfg: Config, resume: bool) -> tuple[str, bool]:
     return run_id, False
 
 
+def metric_history(cfg: Config, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """The logged (step, value) history of each metric in `names` of the latest run of job `cfg.cluster.name`
+    ({} where there is no such run; [] for a metric it never logged)."""
+    client = _client(cfg)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    ) if exp else []
+    if not runs:
+        return {}
+    return {name: sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, name))
+            for name in names}
+
+
 def log_text(cfg: Config, run_id: str, text: str, name: str) -> None:
     """Store `text` as artifact `name` of the run."""
     with tempfile.TemporaryDirectory() as tmp:
