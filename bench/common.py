@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine description, timing in rounds, the results file and the one table.
+"""What every benchmark shares: the machine description (the library's), timing in rounds, the results file
+and the one table.
 
 Each benchmark measures its figures against a named baseline in the same run and stores, under its own key
 of bench/results.json, the details plus a `summary`: a list of `Figure`s (value, baseline, ratio, target,
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -18,29 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reid3dsl.precision import machine
+
+__all__ = ["machine"]  # re-exported: the benchmarks describe their machine as the library's runners do
 RESULTS = Path(__file__).with_name("results.json")
 
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on (CPU, SIMD features that decide the precision, versions, load)."""
-    import numpy as np
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                 platform.processor())
-    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "simd": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "load_avg_1min_at_start": os.getloadavg()[0],
-    }
 
 
 def load_avg() -> float:

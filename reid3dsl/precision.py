@@ -23,16 +23,37 @@ NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The feature flags of this CPU (empty where /proc/cpuinfo does not exist)."""
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), None)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of this CPU (empty where /proc/cpuinfo does not exist)."""
+    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def machine() -> dict[str, Any]:
+    """What numbers were measured on: CPU model, SIMD features that decide the precision, versions, load."""
+    import os
+    import platform
+
+    import numpy as np
+
+    return {
+        "cpu": _cpuinfo_field("model name", Path("/proc/cpuinfo")) or platform.processor(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "simd": sorted(cpu_flags() & {"avx2", "avx512f", *NATIVE_BF16_CPU_FLAGS}),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "load_avg_1min_at_start": os.getloadavg()[0],
+    }
 
 
 @dataclass(frozen=True)

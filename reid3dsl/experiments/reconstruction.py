@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -53,6 +52,7 @@ def format_curve(rows: list[dict[str, float]]) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    from reid3dsl.precision import machine
     from reid3dsl.train import tracking
     from reid3dsl.train.driver import run_job
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "command": " ".join(["python -m reid3dsl.experiments.reconstruction", *(argv if argv is not None
                                                                                 else sys.argv[1:])]),
-        "machine": f"{platform.processor() or platform.machine()}, {cfg.cluster.num_workers} Ray workers x "
-                   f"{cfg.cluster.cpus_per_worker} CPU",
+        "machine": {**machine(), "ray_workers": cfg.cluster.num_workers,
+                    "cpus_per_worker": cfg.cluster.cpus_per_worker},
         "split": cfg.eval.split, "steps": final.get("step"),
         "final": {k: final[k] for k in FIGURES if k in final},
         "targets": {name: {"target": target, "higher_is_better": higher, "met": met.get(name)}

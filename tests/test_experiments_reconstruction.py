@@ -1,0 +1,46 @@
+"""The reconstruction check's runner: its job differs from the base config only by evaluation cadence and names,
+and the curve is read back from the MLflow history, one row per evaluated step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reid3dsl.config import load_config
+from reid3dsl.experiments import reconstruction
+
+
+def test_the_job_is_the_base_config_evaluated_every_n_epochs_under_its_own_name() -> None:
+    base = load_config("configs/ablation.yaml")
+    cfg = reconstruction.job_config(base, every=5)
+    changed = {k for k, v in cfg.flat().items() if base.flat().get(k) != v}
+    assert changed == {"eval.every", "cluster.name", "tracking.experiment"}
+    assert cfg.cluster.name == "reconstruction-test"
+    assert reconstruction.job_config(load_config("configs/ablation.yaml", ["eval.split=val"]), 5).cluster.name == (
+        "reconstruction-val")
+
+
+def test_the_curve_has_a_row_per_evaluated_step_from_the_logged_history(tmp_path: Path) -> None:
+    from reid3dsl.train import tracking
+
+    cfg = load_config("configs/ablation.yaml", [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                                                "cluster.name=reconstruction-test"])
+    assert tracking.metric_history(cfg, list(reconstruction.FIGURES)) == {}
+    run_id, _ = tracking.start_run(cfg, resume=False)
+    client = tracking._client(cfg)
+    for step, iou, px in ((75, 0.5, 9.0), (150, 0.6, 7.5)):
+        client.log_metric(run_id, "eval/3d/silhouette_iou", iou, step=step)
+        client.log_metric(run_id, "eval/3d/keypoint_error_px", px, step=step)
+    rows = reconstruction.curve(tracking.metric_history(cfg, list(reconstruction.FIGURES)))
+    assert rows == [{"step": 75, "silhouette_iou": 0.5, "keypoint_error_px": 9.0},
+                    {"step": 150, "silhouette_iou": 0.6, "keypoint_error_px": 7.5}]
+    table = reconstruction.format_curve(rows).splitlines()
+    assert len(table) == 3 and table[2].split()[:3] == ["150", "0.600", "7.500"]
+
+
+def test_a_bad_cadence_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        reconstruction.main(["--every", "0"])
+    assert exc.value.code == 2
+    assert "--every 0: expected at least 1" in capsys.readouterr().err
