@@ -57,8 +57,8 @@ def draw_mesh(tile: np.ndarray, vertices_px: np.ndarray, faces: np.ndarray, scal
 
 
 def _label(tile: np.ndarray, text: str) -> None:
-    h = tile.shape[0]
-    size = max(0.3, h / 400)
+    h, w = tile.shape[:2]
+    size = max(0.3, w / 330)  # "render IoU 0.00" fits the tile's width
     cv2.putText(tile, text, (3, h - 5), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(tile, text, (3, h - 5), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), 1, cv2.LINE_AA)
 
