@@ -33,6 +33,12 @@ def _moved(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str
     return any(not torch.equal(before[k], v) for k, v in module.named_parameters() if k.startswith(prefix))
 
 
+@pytest.fixture
+def root(toy_shards: Callable[..., str], tmp_path: Path) -> str:
+    """The toy shards every step here trains on: 8 identities x 6 images at 64x32."""
+    return toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
+
+
 def _step(cfg: Config, precision_name: str = "fp32") -> tuple[Components, dict[str, float] | None, dict, dict]:
     parts = build_components(cfg, CPU, 0, 1, None)
     precision = resolve_precision(precision_name, CPU)
@@ -46,7 +52,7 @@ def _step(cfg: Config, precision_name: str = "fp32") -> tuple[Components, dict[s
 
 
 def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    process_group: None, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import reid3dsl.body.render as render
 
@@ -54,7 +60,6 @@ def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
         raise AssertionError("a renderer ran in an RGB-only model")
 
     monkeypatch.setattr(render.SilhouetteRenderer, "render", forbidden)
-    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
     cfg = _config(root, str(tmp_path / "body"), "model.streams=rgb")
     parts, metrics, before, _ = _step(cfg)
     assert parts.network.shape is None and parts.discriminator is None and parts.prior is None
@@ -65,9 +70,8 @@ def test_rgb_only_builds_no_3d_parts_and_runs_no_renderer(
 
 
 def test_one_iteration_moves_both_streams_and_the_discriminator(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+    process_group: None, root: str, standin_dir: str
 ) -> None:
-    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
     cfg = _config(root, standin_dir)
     parts = build_components(cfg, CPU, 0, 1, None)
     precision = resolve_precision("fp32", CPU)
@@ -99,9 +103,8 @@ def test_one_iteration_moves_both_streams_and_the_discriminator(
 
 
 def test_bf16_step_keeps_fp32_master_weights_and_finite_losses(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+    process_group: None, root: str, standin_dir: str
 ) -> None:
-    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
     cfg = _config(root, standin_dir, "model.shape_feat_dim=16", "train.precision=bf16")
     parts, metrics, before, _ = _step(cfg, "bf16")
     assert metrics is not None and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
@@ -110,11 +113,10 @@ def test_bf16_step_keeps_fp32_master_weights_and_finite_losses(
 
 
 def test_with_the_body_proxy_input_the_3d_stream_trains_on_silhouette_and_keypoints_only(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+    process_group: None, root: str, standin_dir: str
 ) -> None:
     from reid3dsl.data.transforms import body_proxy
 
-    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
     cfg = _config(root, standin_dir, "data.shape_input=proxy")
     parts, metrics, before, _ = _step(cfg)
     assert metrics is not None and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
@@ -129,9 +131,8 @@ def test_with_the_body_proxy_input_the_3d_stream_trains_on_silhouette_and_keypoi
 
 
 def test_in_the_assp_warm_up_the_3d_stream_has_no_identity_terms(
-    process_group: None, toy_shards: Callable[..., str], tmp_path: Path, standin_dir: str
+    process_group: None, root: str, standin_dir: str
 ) -> None:
-    root = toy_shards(tmp_path / "toy", ids=8, per_id=6, splits=("train", "query", "gallery"), size=(64, 32))
     cfg = _config(root, standin_dir, "train.assp_epochs=1")
     parts, metrics, before, _ = _step(cfg)
     assert metrics is not None
