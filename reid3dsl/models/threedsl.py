@@ -133,12 +133,15 @@ class ThreeDSL(nn.Module):
         return feats
 
     def project(self, shape_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Body mesh, camera and 2D keypoints of the 3D stream's output (fp32, outside autocast).
+        """Body mesh, camera and 2D keypoints of the 3D stream's output (fp32, outside autocast); without "delta"
+        the body has no displacement.
 
         → {"vertices" (B,V,3), "cam_t" (B,3), "keypoints_2d" (B,17,2) in pixels of the 3D stream's input}."""
         assert self.body is not None, "project() needs the 3D stream"
+        delta = shape_out.get("delta")
         with torch.autocast(shape_out["cam"].device.type, enabled=False):
-            body = self.body(shape_out["betas"].float(), shape_out["rotmats"].float(), shape_out["delta"].float())
+            body = self.body(shape_out["betas"].float(), shape_out["rotmats"].float(),
+                             None if delta is None else delta.float())
             cam_t = weak_perspective_to_translation(shape_out["cam"].float(), self.focal)
             kp2d = project_points(body.keypoints, cam_t, self.shape_size, self.focal)
         return {"vertices": body.vertices, "cam_t": cam_t, "keypoints_2d": kp2d}
@@ -152,11 +155,11 @@ class ThreeDSL(nn.Module):
         assert self.body is not None and self.shape is not None, "locate_parts() needs the 3D stream"
         groups = self.shape.shape.groups()
         h, w = grid
+        b = rotmats.shape[0]
+        mean_shape = rotmats.new_zeros(b, self.body.num_betas, dtype=torch.float32)
+        posed = self.project({"betas": mean_shape, "rotmats": rotmats, "cam": cam})
         with torch.autocast(cam.device.type, enabled=False):
-            b = rotmats.shape[0]
-            body = self.body(rotmats.new_zeros(b, self.body.num_betas, dtype=torch.float32), rotmats.float())
-            px = project_points(body.vertices, weak_perspective_to_translation(cam.float(), self.focal),
-                                self.shape_size, self.focal)
+            px = project_points(posed["vertices"], posed["cam_t"], self.shape_size, self.focal)
             height, width = self.shape_size
             col = torch.floor(px[..., 0] * (w / width)).long()
             row = torch.floor(px[..., 1] * (h / height)).long()
