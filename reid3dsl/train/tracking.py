@@ -45,6 +45,13 @@ def _client(cfg: Config) -> Any:
     return mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
 
 
+def _latest_run_id(client: Any, exp_id: str, job: str) -> str | None:
+    """The id of the latest run tagged with job name `job` in experiment `exp_id` (None: there is none)."""
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{NAME_TAG}` = '{job}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def start_run(cfg: Config, resume: bool) -> tuple[str, bool]:
     """Create the MLflow run, or with `resume` (the job has a checkpoint to go on from) reuse the latest run of
     the same job name → (run_id, resumed). A job started afresh under an old name gets a run of its own, so
@@ -54,12 +61,8 @@ def start_run(cfg: Config, resume: bool) -> tuple[str, bool]:
     exp_id = exp.experiment_id if exp else client.create_experiment(
         cfg.tracking.experiment, artifact_location=_artifact_location(cfg.tracking.uri)
     )
-    previous = client.search_runs(
-        [exp_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'", order_by=["attributes.start_time DESC"],
-        max_results=1,
-    ) if resume else []
-    if previous:
-        run_id = previous[0].info.run_id
+    run_id = _latest_run_id(client, exp_id, cfg.cluster.name) if resume else None
+    if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         log.info("MLflow: resuming run %s of job '%s'", run_id, cfg.cluster.name)
         return run_id, True
@@ -80,14 +83,10 @@ def metric_history(cfg: Config, names: list[str]) -> dict[str, list[tuple[int, f
     ({} where there is no such run; [] for a metric it never logged)."""
     client = _client(cfg)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{NAME_TAG}` = '{cfg.cluster.name}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    ) if exp else []
-    if not runs:
+    run_id = _latest_run_id(client, exp.experiment_id, cfg.cluster.name) if exp else None
+    if run_id is None:
         return {}
-    return {name: sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, name))
-            for name in names}
+    return {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name)) for name in names}
 
 
 def log_text(cfg: Config, run_id: str, text: str, name: str) -> None:
