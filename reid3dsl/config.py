@@ -105,7 +105,6 @@ class BodyConfig(_Section):
         description="soft silhouette edge, in pixels of the render: faces this far from a pixel still add 1e-4 "
         "(the blur scales with the render size, so every size gets gradients off the edge)",
     )
-    sil_gamma: float = Field(1e-4, gt=0, description="soft rasteriser opacity (gamma)")
     faces_per_pixel: int = Field(
         16, ge=1, le=100,
         description="faces blended per pixel; must cover the faces within the blur: 16 for the low stand-in at "

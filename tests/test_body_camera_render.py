@@ -41,7 +41,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def test_projection_and_renderer_share_the_pixel_convention() -> None:
     # A rectangle whose corners project to pixel boundaries covers exactly those pixels, in a 2:1 crop.
-    r = SilhouetteRenderer(BodyConfig(sil_blur_px=0.01, sil_gamma=1e-7))
+    r = SilhouetteRenderer(BodyConfig(sil_blur_px=0.01))
     h, w, z = 16, 8, 40.0
     corners_px = torch.tensor([[2.0, 3.0], [5.0, 3.0], [5.0, 9.0], [2.0, 9.0]])
     xy = (corners_px - torch.tensor([w / 2, h / 2])) / (h / 2) * z / r.focal
@@ -85,7 +85,10 @@ def test_projected_keypoints_fall_inside_the_rendered_silhouette(body: SMPLD, cf
     cols, rows = kp[..., 0].long().clamp(0, size[1] - 1), kp[..., 1].long().clamp(0, size[0] - 1)
     on_body = sil[torch.arange(12)[:, None], rows, cols] > 0.5
     assert inside_crop.float().mean() > 0.95
-    assert (on_body & inside_crop).sum() >= 0.95 * inside_crop.sum()
+    # Nose, ears and shoulders lie on the outline in some views: 94.6 % of these keypoints fall on the hard mask.
+    assert (on_body & inside_crop).sum() >= 0.9 * inside_crop.sum()
+    hard = TexturedRenderer(cfg).render(verts, body.faces, torch.ones_like(verts), cam_t, size).mask
+    assert torch.equal(on_body, hard[torch.arange(12)[:, None], rows, cols])
 
 
 def test_distinct_betas_give_distinct_silhouettes(body: SMPLD, cfg: BodyConfig) -> None:
@@ -162,6 +165,25 @@ def test_textured_renderer_gives_rgb_mask_and_shard_keypoints(body: SMPLD, cfg: 
     inside = (xy[..., 0] >= 0) & (xy[..., 0] < 64) & (xy[..., 1] >= 0) & (xy[..., 1] < 128)
     assert torch.allclose(img.keypoints[..., :2], xy) and torch.equal(img.keypoints[..., 2], inside.float())
     assert float(img.keypoints[:2, :, 2].mean()) > 0.9 and not inside[2].any()
+
+
+@pytest.mark.parametrize("size", [(64, 32), (128, 64)])
+def test_the_silhouette_loss_is_smallest_for_the_body_at_its_true_size(body: SMPLD, cfg: BodyConfig,
+                                                                       size: tuple[int, int]) -> None:
+    # The data's masks are hard renders of the body. Blending every face near the outline (pytorch3d's shader)
+    # made the soft silhouette 1.27x the mask's area at 64x32 and the loss smallest for a body ~3 % too small,
+    # which pulled limbs away from the keypoints.
+    verts, kp3d, cam_t = _people(body, 4, seed=11)
+    mask = TexturedRenderer(cfg).render(verts, body.faces, torch.ones_like(verts), cam_t, size).mask.float()
+    renderer = SilhouetteRenderer(cfg)
+    centre = verts.mean(dim=1, keepdim=True)
+    scales = (0.94, 0.97, 1.0, 1.03, 1.06)
+    loss = [float(losses.silhouette_loss(renderer.render(centre + k * (verts - centre), body.faces, cam_t, size),
+                                         mask)) for k in scales]
+    assert min(range(len(scales)), key=loss.__getitem__) == scales.index(1.0), loss
+    soft = renderer.render(verts, body.faces, cam_t, size) > 0.5
+    assert float(soft.sum() / mask.sum()) == pytest.approx(1.0, abs=0.06)
+    assert float(_iou(soft.float(), mask).mean()) > 0.9
 
 
 @pytest.mark.parametrize("size", [(16, 8), (32, 16), (64, 32), (128, 64)])

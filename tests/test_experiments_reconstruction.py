@@ -11,14 +11,16 @@ from reid3dsl.config import load_config
 from reid3dsl.experiments import reconstruction
 
 
-def test_the_job_is_the_base_config_evaluated_every_n_epochs_under_its_own_name() -> None:
+def test_the_job_is_the_base_config_evaluated_every_n_epochs_named_after_its_results_file() -> None:
     base = load_config("configs/ablation.yaml")
-    cfg = reconstruction.job_config(base, every=5)
+    cfg = reconstruction.job_config(base, every=5, out=Path("results/reconstruction-test.json"))
     changed = {k for k, v in cfg.flat().items() if base.flat().get(k) != v}
     assert changed == {"eval.every", "cluster.name", "tracking.experiment"}
     assert cfg.cluster.name == "reconstruction-test"
-    assert reconstruction.job_config(load_config("configs/ablation.yaml", ["eval.split=val"]), 5).cluster.name == (
-        "reconstruction-val")
+    # Other settings written to another file are another job: a rerun never resumes a job of other settings.
+    other = load_config("configs/ablation.yaml", ["eval.split=val", "loss.silhouette_weight=0.1"])
+    assert reconstruction.job_config(other, 5, Path("results/reconstruction-val-silhouette0.1.json")).cluster.name == (
+        "reconstruction-val-silhouette0.1")
 
 
 def test_the_curve_has_a_row_per_evaluated_step_from_the_logged_history(tmp_path: Path) -> None:

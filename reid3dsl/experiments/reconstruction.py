@@ -4,7 +4,8 @@ The reconstruction check of the 3D stream: one training job with the ablation's 
 every `--every` epochs on the configured identities (`eval.split`: test to report, val to choose), then the
 curve of the reconstruction figures over the run — silhouette IoU, keypoint error in pixels of a 128-px crop,
 β recovery r and shape identification — against the targets, printed and written as JSON. Resumable: the job
-name is fixed, so a rerun continues from the job's latest checkpoint (a finished job is re-evaluated).
+is named after its results file, so a rerun with the same `--out` continues from that job's latest checkpoint
+(a finished job is re-evaluated), and a run with other settings written elsewhere starts a job of its own.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ TARGETS = (("eval/3d/silhouette_iou", 0.75, True), ("eval/3d/keypoint_error_px",
            ("eval/3d/beta_r", 0.7, True))
 
 
-def job_config(base: Config, every: int) -> Config:
-    """The job: the base config evaluated every `every` epochs, under a name and experiment of its own."""
+def job_config(base: Config, every: int, out: Path) -> Config:
+    """The job: the base config evaluated every `every` epochs, named after its results file `out`, in the
+    reconstruction experiment."""
     tree = base.to_dict(redact=False)
     tree["eval"]["every"] = every
-    tree["cluster"]["name"] = f"reconstruction-{base.eval.split}"
+    tree["cluster"]["name"] = out.stem
     tree["tracking"]["experiment"] = "reid3dsl-reconstruction"
     return Config.model_validate(tree)
 
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         raise UserError(f"--every {args.every}: expected at least 1")
-    cfg = job_config(config_from_args(args), args.every)
-    out = args.out or Path(f"results/reconstruction-{cfg.eval.split}.json")
+    base = config_from_args(args)
+    out = args.out or Path(f"results/reconstruction-{base.eval.split}.json")
+    cfg = job_config(base, args.every, out)
     final = run_job(cfg)
     rows = curve(tracking.metric_history(cfg, list(FIGURES)))
     met = {name: (final[name] >= target if higher else final[name] <= target)
