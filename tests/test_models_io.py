@@ -43,6 +43,14 @@ def test_a_saved_model_loads_with_the_same_weights_and_without_the_body_model(
         assert torch.equal(feat, loaded.extract(image, proxy)[name])
 
 
+def test_a_model_file_whose_config_this_version_does_not_know_names_the_key(tmp_path: Path) -> None:
+    # A model.pt written by a version with a config key since removed (e.g. body.sil_gamma) says which key.
+    path = tmp_path / "model.pt"
+    torch.save({"config": {"body": {"sil_gamma": 1e-4}}, "num_classes": 1, "state_dict": {}}, path)
+    with pytest.raises(UserError, match=r"does not fit this version of reid3dsl \(body.sil_gamma: Extra inputs"):
+        read_model(path)
+
+
 class _RunsCode:
     def __reduce__(self) -> tuple:
         return (os.system, (f"touch {self.marker}",))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 from reid3dsl.config import REDACTED, Config, load_config
 from reid3dsl.errors import UserError
@@ -54,9 +55,17 @@ def read_model(path: str | Path) -> SavedModel:
         state = dict(saved["state_dict"])
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise TypeError("state_dict holds something other than named tensors")
-        return SavedModel(Config.model_validate(tree), int(saved["num_classes"]), state)
+        num_classes = int(saved["num_classes"])
     except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
         raise UserError(f"model file '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:  # e.g. written by a version with a config key this one no longer has
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"model file '{path}': its config does not fit this version of reid3dsl ({where}: "
+                        f"{first['msg']})") from None
+    return SavedModel(config, num_classes, state)
 
 
 def load_model(path: str | Path, overrides: Sequence[str] = (),
