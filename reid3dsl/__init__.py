@@ -10,10 +10,18 @@ MLflow, the driver). Heavy dependencies are imported by the modules that use the
     from reid3dsl import FeatureExtractor
 """
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["FeatureExtractor"]
+
+# The largest crop side any image read from shards may have (`data.max_image_side` can only lower it).
+MAX_IMAGE_SIDE = 4096
+# OpenCV reads its decoder pixel cap once, when it is loaded, and no call changes it later: set here, before any
+# reid3dsl module imports cv2, it stops an image no header check saw (a source image in `shards build`, a file
+# given to `FeatureExtractor`) from decoding into gigabytes.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_SIDE**2))
 
 
 def __getattr__(name: str) -> Any:

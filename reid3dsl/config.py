@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +22,22 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from reid3dsl import MAX_IMAGE_SIDE
 from reid3dsl.errors import UserError
 
 REDACTED = "***"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+PLAIN_NAME_RULE = "letters, digits, '.', '_' and '-' only, and not '.' or '..'"
 
 
 class ConfigError(UserError):
     """A configuration value or file that cannot be used."""
+
+
+def is_plain_name(text: str) -> bool:
+    """Whether `text` is safe as one path component and inside a quoted filter value: no separator, scheme,
+    quote, space or parent reference (`PLAIN_NAME_RULE`)."""
+    return bool(_PLAIN_NAME.fullmatch(text)) and text not in (".", "..")
 
 
 class _Section(BaseModel):
@@ -73,6 +83,10 @@ class DataConfig(_Section):
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
     erase_prob: float = Field(0.5, ge=0.0, le=1.0)
     pad: int = Field(10, ge=0, description="random-crop padding in pixels")
+    max_image_side: int = Field(
+        MAX_IMAGE_SIDE, ge=16, le=MAX_IMAGE_SIDE,
+        description="a shard image or mask whose header claims a larger side is skipped before it is decoded",
+    )
 
 
 class StorageConfig(_Section):
@@ -228,8 +242,16 @@ class ClusterConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     local_cpus: int | None = Field(None, ge=1, description="num_cpus of a locally started Ray")
     storage_path: str = Field("runs", description="checkpoint storage: local folder or s3://bucket/prefix")
-    name: str = "reid3dsl"
+    name: str = Field("reid3dsl", description="job name: its checkpoint folder and MLflow run tag")
     max_failures: int = Field(2, ge=-1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name becomes a folder under storage_path and a value in MLflow filter strings.
+        if not is_plain_name(value):
+            raise ValueError(f"expected a plain name ({PLAIN_NAME_RULE})")
+        return value
 
 
 class Config(_Section):
@@ -303,7 +325,7 @@ def _describe(err: Mapping[str, Any], origins: Mapping[str, str]) -> str:
         return f"unknown config key '{field}'{where}: expected one of {known}"
     if err["type"] == "value_error" and not field:
         return str(err["msg"]).removeprefix("Value error, ")
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
     msg = msg.replace("Input should be", "expected").replace("Input ", "expected input ")
     return f"config key '{field}' = {err.get('input')!r}{where}: {msg}"
 

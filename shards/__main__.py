@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from shards.inspect import format_report, inspect
 
-        report = inspect(args.path, cfg.storage, grid=args.grid)
+        report = inspect(args.path, cfg.storage, grid=args.grid, max_side=cfg.data.max_image_side)
         print(format_report(report))
         if args.grid is not None:
             print(f"grid: {args.grid}")

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reid3dsl import MAX_IMAGE_SIDE
 from reid3dsl.body.draw import draw_outline, draw_skeleton
 from reid3dsl.config import StorageConfig
 from reid3dsl.data.index import load_index
@@ -95,9 +96,15 @@ class _GridPicker:
 
 
 def inspect(
-    url: str, storage: StorageConfig, grid: Path | None = None, grid_ids: int = 8, grid_per_id: int = 6
+    url: str,
+    storage: StorageConfig,
+    grid: Path | None = None,
+    grid_ids: int = 8,
+    grid_per_id: int = 6,
+    max_side: int = MAX_IMAGE_SIDE,
 ) -> dict[str, Any]:
-    """Read every sample under `url` → report dict (per split: counts; totals: skipped); optionally a grid PNG."""
+    """Read every sample under `url` → report dict (per split: counts; totals: skipped); optionally a grid PNG.
+    Images and masks with a side over `max_side` (data.max_image_side) are skipped unread."""
     index = load_index(url, storage)
     reports: dict[str, SplitReport] = {}
     picker = _GridPicker(grid_ids, grid_per_id)
@@ -107,7 +114,7 @@ def inspect(
         counter = SkipCounter()
         rep = reports[name] = SplitReport()
         split_picker = _GridPicker(per_split_ids, grid_per_id)
-        samples = iter_samples(split.shards, storage, counter)
+        samples = iter_samples(split.shards, storage, counter, max_side=max_side)
         for s in progress(samples, f"inspect {name}", total=split.count, unit="img"):
             rep.samples += 1
             rep.identities.add(s.meta.pid)

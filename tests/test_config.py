@@ -135,6 +135,12 @@ def test_every_shipped_config_resolves(path: Path) -> None:
         (["cluster.use_gpu=maybe"], ["cluster.use_gpu", "maybe", "'auto'"]),
         (["data.flip_prob=2"], ["data.flip_prob", "2", "less than or equal to 1"]),
         (["train.batch_size=63"], ["train.batch_size", "63", "multiple of data.imgs_per_id"]),
+        # The job name becomes a checkpoint folder and a quoted MLflow filter value.
+        (["cluster.name=../x"], ["cluster.name", "'../x'", "plain name"]),
+        (["cluster.name=../../../tmp/elsewhere"], ["cluster.name", "elsewhere", "plain name"]),
+        (["cluster.name=a' OR '1'='1"], ["cluster.name", "plain name"]),
+        (["cluster.name=.."], ["cluster.name", "plain name"]),
+        (["data.max_image_side=8192"], ["data.max_image_side", "8192", "less than or equal to 4096"]),
         (["lr=0.1"], ["lr", "section.key=value"]),
         (["train.lr"], ["train.lr", "section.key=value"]),
     ],

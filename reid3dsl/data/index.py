@@ -3,17 +3,19 @@
 The file sits at `<root>/index.json` (local folder or s3:// prefix) and lists, per split, the shards (name
 relative to the root and sample count), the sample count, identities, cameras and clothes, plus how many
 source images the build skipped. `DatasetIndex` adds the maps the trainer needs: training pid → class index
-(`num_classes`) and clothes string → int.
+(`num_classes`) and clothes string → int. Shard names must be plain relative names, so an index from
+elsewhere cannot point a reader at a URL scheme such as `pipe:`, an absolute path or a parent folder.
 """
 
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reid3dsl.config import StorageConfig
+from reid3dsl.config import PLAIN_NAME_RULE, StorageConfig, is_plain_name
 from reid3dsl.data.s3 import join_url, read_bytes
 from reid3dsl.data.schema import SPLITS
 from reid3dsl.errors import UserError
@@ -113,6 +115,16 @@ def _expect(cond: bool, where: str, what: str) -> None:
         raise UserError(f"{where}: expected {what}")
 
 
+def _shard_name(name: Any, where: str) -> str:
+    """`name` if it is a relative path of plain names (`sub/train-000000.tar`), else a UserError at `where`."""
+    if not isinstance(name, str) or not all(is_plain_name(part) for part in name.split("/")):
+        raise UserError(
+            f"{where}: shard name {reprlib.repr(name)}: expected a plain name relative to the data set folder "
+            f"(parts of {PLAIN_NAME_RULE}; no URL scheme, absolute path or '..')"
+        )
+    return name
+
+
 def parse_index(doc: Any, root: str) -> DatasetIndex:
     """A parsed index.json → `DatasetIndex` with shard URLs resolved against `root`."""
     where = join_url(root, INDEX_NAME)
@@ -127,7 +139,8 @@ def parse_index(doc: Any, root: str) -> DatasetIndex:
         _expect(name in SPLITS, at, "a split named " + ", ".join(SPLITS))
         _expect(isinstance(raw, dict), at, "an object")
         try:
-            shards = tuple(ShardInfo(join_url(root, s["name"]), int(s["count"])) for s in raw["shards"])
+            shards = tuple(ShardInfo(join_url(root, _shard_name(s["name"], at)), int(s["count"]))
+                           for s in raw["shards"])
             splits[name] = SplitIndex(
                 shards=shards,
                 count=int(raw["count"]),

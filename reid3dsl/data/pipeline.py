@@ -109,7 +109,8 @@ class TrainStream(IterableDataset):
             log.log(logging.INFO if epoch == 0 else logging.DEBUG, "rank %d/%d, reader %d/%d, pass %d reads %s",
                     self.rank, self.world_size, slot, num_slots, epoch, what)
             pids: set[int] = set()
-            for sample in iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset):
+            for sample in iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset,
+                                       self.cfg.data.max_image_side):
                 if sample.meta.pid not in self.pid_to_class:
                     counter.add(1, f"sample '{sample.key}': pid {sample.meta.pid} is not a training identity")
                     continue
@@ -158,7 +159,8 @@ class EvalStream(IterableDataset):
         counter = SkipCounter()
         transform = SampleTransform(self.cfg.data, train=False)
         part = assign_shards(self.shards, slot, num_slots)
-        samples = iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset)
+        samples = iter_samples(part.shards, self.cfg.storage, counter, part.stride, part.offset,
+                               self.cfg.data.max_image_side)
         while batch := list(itertools.islice(samples, self.batch_size)):
             pids = [s.meta.pid for s in batch]
             yield collate(batch, transform, None, pids, self.clothes_to_index, counter.take(), self.cfg.body.num_betas)

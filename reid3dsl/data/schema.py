@@ -5,6 +5,10 @@ size as the crop), `<key>.kp.npy` (float32 (17, 3) COCO-17 keypoints: x, y in cr
 missing) and `<key>.json` (`pid`, `camid`, `clothes`, `dataset`, `split`, `source`, and optionally `betas`,
 the identity's true body shape where it is known). Writing a bad field is a `UserError` naming the sample key
 and the field; reading one is a `SampleError`, which the reader counts and skips.
+
+Shards are untrusted input: before anything is decoded, image headers are checked for their format and size
+(`max_side`), the kp.npy header for shape and dtype, and every member's byte size is bounded (`member_limit`);
+ids must fit 32 bits and text labels be printable.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.lib import format as npy_format
+from PIL import Image
 
+from reid3dsl import MAX_IMAGE_SIDE
 from reid3dsl.errors import UserError
 
 NUM_KEYPOINTS = 17
@@ -32,6 +39,11 @@ MASK_EXT = "mask.png"
 KEYPOINTS_EXT = "kp.npy"
 META_EXT = "json"
 JPEG_QUALITY = 95
+# What each image member must be, as PIL names the format it reads from the header.
+IMAGE_FORMATS = {IMAGE_EXT: "JPEG", MASK_EXT: "PNG"}
+MAX_ID = 2**31 - 1  # pid and camid become 32-bit tensors and indices downstream
+# Bytes a json (300 betas are under 10 KB) or a kp.npy (under 1 KB) ever needs.
+MAX_SMALL_MEMBER = 1 << 16
 
 
 class SampleError(ValueError):
@@ -92,17 +104,19 @@ def check_meta(obj: Any, key: str) -> SampleMeta:
         value = obj.get(field)
         if not isinstance(value, int) or isinstance(value, bool):
             raise _field_error(key, field, value, "an integer")
+        if value > MAX_ID:
+            raise _field_error(key, field, value, f"at most {MAX_ID} (a 32-bit id)")
     if obj["pid"] < 0:
         raise _field_error(key, "pid", obj["pid"], "an integer >= 0 (junk images, pid -1, are dropped)")
     if obj["camid"] < 0:
         raise _field_error(key, "camid", obj["camid"], "a 0-based camera index >= 0")
     clothes = obj.get("clothes")
-    if clothes is not None and (not isinstance(clothes, str) or not clothes):
-        raise _field_error(key, "clothes", clothes, "a non-empty string or null")
+    if clothes is not None and not _is_text(clothes):
+        raise _field_error(key, "clothes", clothes, "a non-empty printable string or null")
     for field in ("dataset", "source"):
         value = obj.get(field)
-        if not isinstance(value, str) or not value:
-            raise _field_error(key, field, value, "a non-empty string")
+        if not _is_text(value):
+            raise _field_error(key, field, value, "a non-empty printable string")
     if obj.get("split") not in SPLITS:
         raise _field_error(key, "split", obj.get("split"), "one of " + ", ".join(SPLITS))
     betas = obj.get("betas")
@@ -115,6 +129,11 @@ def check_meta(obj: Any, key: str) -> SampleMeta:
         )
     return SampleMeta(obj["pid"], obj["camid"], clothes, obj["dataset"], obj["split"], obj["source"],
                       None if betas is None else tuple(float(b) for b in betas))
+
+
+def _is_text(value: Any) -> bool:
+    # Labels end up in logs and drawn captions: cv2.putText crashes the process on a lone surrogate.
+    return isinstance(value, str) and bool(value) and value.isprintable()
 
 
 def _is_betas(value: Any) -> bool:
@@ -154,8 +173,54 @@ def encode_image(image: np.ndarray, ext: str = ".jpg") -> bytes:
 
 def decode_image(data: bytes) -> np.ndarray | None:
     """JPEG/PNG bytes → (H, W, 3) uint8 RGB, or None when the bytes are not a decodable image."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # beyond OpenCV's pixel cap (see reid3dsl/__init__.py)
+        return None
     return None if arr is None else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def member_limit(ext: str | None, max_side: int = MAX_IMAGE_SIDE) -> int:
+    """The most bytes a shard member with extension `ext` may hold: an image never needs more than its pixels
+    uncompressed (3 bytes each, for a side of at most `max_side`) plus headers; anything else is small."""
+    return 3 * max_side**2 + MAX_SMALL_MEMBER if ext in IMAGE_FORMATS else MAX_SMALL_MEMBER
+
+
+def _check_image_header(data: bytes, ext: str, key: str, max_side: int) -> None:
+    """Refuse an image member that is not in its format or whose header claims a side over `max_side`, before it
+    is decoded: a few KB of JPEG or PNG can claim gigabytes of pixels. PIL reads only the header here."""
+    fmt = IMAGE_FORMATS[ext]
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            width, height = img.size
+    except Exception as err:  # PIL raises many kinds for a bad header, DecompressionBombError among them
+        raise SampleError(f"sample '{key}': {ext}: not a readable {fmt} header ({type(err).__name__}: {err})") from None
+    if max(width, height) > max_side:
+        raise SampleError(
+            f"sample '{key}': {ext}: header says {width}x{height} pixels: expected at most {max_side} a side "
+            "(data.max_image_side)"
+        )
+
+
+def _read_keypoints(data: bytes, key: str) -> np.ndarray:
+    """kp.npy bytes → array; its header is checked first, because numpy allocates whatever shape it claims."""
+    stream = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(stream)
+        read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}[version]
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, KeyError, EOFError, OSError):
+        raise SampleError(f"sample '{key}': kp.npy: not a readable .npy header") from None
+    if shape != (NUM_KEYPOINTS, 3) or dtype.kind not in "fiu":
+        raise SampleError(
+            f"sample '{key}': kp.npy: header says shape {reprlib.repr(shape)} dtype {dtype}: expected a "
+            f"({NUM_KEYPOINTS}, 3) float array"
+        )
+    try:  # the data right after the header (np.load would parse the header a second time)
+        flat = np.frombuffer(data, dtype, count=NUM_KEYPOINTS * 3, offset=stream.tell())
+    except ValueError:
+        raise SampleError(f"sample '{key}': kp.npy: shorter than its header says") from None
+    return flat.reshape(shape, order="F" if fortran_order else "C")
 
 
 def encode_sample(sample: Sample) -> dict[str, Any]:
@@ -193,27 +258,28 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_sample(raw: Mapping[str, Any]) -> Sample:
-    """A raw tar sample (`__key__` + member bytes by extension) → `Sample`; anything wrong → `SampleError`."""
+def decode_sample(raw: Mapping[str, Any], max_side: int = MAX_IMAGE_SIDE) -> Sample:
+    """A raw tar sample (`__key__` + member bytes by extension) → `Sample`; anything wrong → `SampleError`.
+    Images and mask with a side over `max_side` are refused from their headers, before decoding."""
     key = raw.get("__key__") or "?"
     for ext in (IMAGE_EXT, KEYPOINTS_EXT, META_EXT):
         if not isinstance(raw.get(ext), bytes | bytearray):
             raise SampleError(f"sample '{key}': member '{ext}' missing (truncated or incomplete sample)")
     try:
         meta_obj = json.loads(raw[META_EXT])
+    except RecursionError:  # the interpreter's recursion limit is what bounds the parser's nesting depth
+        raise SampleError(f"sample '{key}': json: nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise SampleError(f"sample '{key}': json: not valid JSON") from None
     meta = check_meta(meta_obj, key)
-    try:
-        kp = np.load(io.BytesIO(raw[KEYPOINTS_EXT]), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        raise SampleError(f"sample '{key}': kp.npy: not a readable .npy array") from None
-    kp = check_keypoints(kp, key)
+    kp = check_keypoints(_read_keypoints(raw[KEYPOINTS_EXT], key), key)
+    _check_image_header(raw[IMAGE_EXT], IMAGE_EXT, key, max_side)
     image = decode_image(raw[IMAGE_EXT])
     if image is None:
         raise SampleError(f"sample '{key}': jpg: not a decodable image")
     mask = None
     if raw.get(MASK_EXT) is not None:
+        _check_image_header(raw[MASK_EXT], MASK_EXT, key, max_side)
         mask = cv2.imdecode(np.frombuffer(raw[MASK_EXT], np.uint8), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise SampleError(f"sample '{key}': mask.png: not a decodable image")

@@ -169,7 +169,7 @@ def read_images(cfg: Config, split: str, keys: set[str]) -> dict[str, np.ndarray
 
     found: dict[str, np.ndarray] = {}
     for shard in load_index(cfg.data.root, cfg.storage).split(split).shards:
-        for item in read_shard(shard, cfg.storage):
+        for item in read_shard(shard, cfg.storage, cfg.data.max_image_side):
             if isinstance(item, Sample) and item.key in keys:
                 found[item.key] = item.image
         if len(found) == len(keys):

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reid3dsl.config import Config
+from reid3dsl.config import PLAIN_NAME_RULE, Config, is_plain_name
 
 log = logging.getLogger(__name__)
 NAME_TAG = "reid3dsl.job"
@@ -47,6 +47,10 @@ def _client(cfg: Config) -> Any:
 
 def _latest_run_id(client: Any, exp_id: str, job: str) -> str | None:
     """The id of the latest run tagged with job name `job` in experiment `exp_id` (None: there is none)."""
+    # MLflow filter strings have no escape inside a quoted value: only a plain name (as cluster.name is
+    # validated to be) can be put between quotes without changing the filter.
+    if not is_plain_name(job):
+        raise ValueError(f"job name {job!r}: expected a plain name ({PLAIN_NAME_RULE})")
     runs = client.search_runs([exp_id], filter_string=f"tags.`{NAME_TAG}` = '{job}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None
