@@ -46,3 +46,18 @@ def test_a_bad_cadence_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
         reconstruction.main(["--every", "0"])
     assert exc.value.code == 2
     assert "--every 0: expected at least 1" in capsys.readouterr().err
+
+
+def test_visibility_counts_the_pixels_each_beta_dimension_changes(tmp_path: Path, standin_dir: str) -> None:
+    import json
+
+    out = tmp_path / "vis.json"
+    assert reconstruction.main(["--visibility", "--set", f"body.standin_dir={standin_dir}", "--set",
+                                "data.sil_height=32", "--set", "data.sil_width=16", "--out", str(out)]) == 0
+    sizes = json.loads(out.read_text())["sizes"]
+    assert set(sizes) == {"32x16", "64x32"}
+    small, large = sizes["32x16"], sizes["64x32"]
+    assert len(small["changed_px"]) == 10 and all(v >= 0 for v in small["changed_px"])
+    # Shape is visible, more of it at the larger size; a body four times the pixels changes more of them.
+    assert max(small["changed_px"]) > 0 and sum(large["changed_px"]) > 2 * sum(small["changed_px"])
+    assert large["body_px"] == pytest.approx(4 * small["body_px"], rel=0.1)

@@ -8,6 +8,8 @@ correlations both raw and with that direction projected out of predicted and tru
 
 `predict_3d`, `quality_sums`/`quality_figures` and `shape_recovery` measure a model on a split — the training
 job's evaluator and the eval CLI both report them as `eval/3d/*`; `format_figures` prints them.
+`beta_visibility` measures the body model itself: how many pixels of a detector-framed crop each β dimension
+changes, i.e. how much a silhouette can tell about it at a given render size.
 """
 
 from __future__ import annotations
@@ -76,6 +78,46 @@ def beta_recovery(pred: np.ndarray, true: np.ndarray, pids: np.ndarray,
     nearest = ids[np.argmin(((pred[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)]
     return {"r_raw": r_raw.tolist(), "r": r.tolist(), "mean_r_raw": float(r_raw.mean()), "mean_r": float(r.mean()),
             "identification": float((nearest == pids).mean()), "chance": 1.0 / len(ids)}
+
+
+def beta_visibility(cfg: Config, sizes: list[tuple[int, int]], people: int = 16,
+                    seed: int = 0) -> dict[str, Any]:
+    """For `people` walking poses of the body model of `cfg.body` (any heading, framed like detector crops that
+    the body fills to 86 %, as the embedded data set frames them), the mask pixels that moving each β dimension
+    from 0 to +1 changes, per render size (H, W): {"HxW": {"changed_px": [per dimension], "body_px": mean mask
+    area}}. Stature (mostly β_0 for the stand-in) changes little: the framing removes it."""
+    from pytorch3d.transforms import axis_angle_to_matrix
+
+    from reid3dsl.body.constants import UPRIGHT_FACING_CAMERA
+    from reid3dsl.body.prior import StandinPrior
+    from reid3dsl.body.render import TexturedRenderer
+    from reid3dsl.body.smpld import load_body_model
+    from reid3dsl.data.synth.renderer import detector_framing
+
+    body = load_body_model(cfg.body)
+    renderer = TexturedRenderer(cfg.body)
+    g = torch.Generator().manual_seed(seed)
+    pose = StandinPrior(body.num_betas).sample(people, g)[0].clone()
+    heading = torch.rand(people, generator=g) * 2 * np.pi
+    yaw = axis_angle_to_matrix(heading[:, None] * torch.tensor([0.0, 1.0, 0.0]))
+    pose[:, 0] = torch.tensor(UPRIGHT_FACING_CAMERA) @ yaw
+
+    def masks(betas: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        verts = body(betas, pose).vertices
+        cam_t = detector_framing(verts, renderer.focal, size[0], torch.full((people,), 0.86), torch.zeros(people, 2))
+        return renderer.render(verts, body.faces, torch.ones_like(verts), cam_t, size).mask
+
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for size in sizes:
+            base = masks(torch.zeros(people, body.num_betas), size)
+            changed = []
+            for k in range(body.num_betas):
+                betas = torch.zeros(people, body.num_betas)
+                betas[:, k] = 1.0
+                changed.append(float((masks(betas, size) ^ base).float().sum((1, 2)).mean()))
+            out[f"{size[0]}x{size[1]}"] = {"changed_px": changed, "body_px": float(base.float().sum((1, 2)).mean())}
+    return out
 
 
 def predict_3d(model: ThreeDSL, precision: Precision, batch: dict[str, Any], size: tuple[int, int],

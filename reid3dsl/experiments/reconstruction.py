@@ -6,6 +6,10 @@ curve of the reconstruction figures over the run — silhouette IoU, keypoint er
 β recovery r and shape identification — against the targets, printed and written as JSON. Resumable: the job
 is named after its results file, so a rerun with the same `--out` continues from that job's latest checkpoint
 (a finished job is re-evaluated), and a run with other settings written elsewhere starts a job of its own.
+
+`--visibility` trains nothing: it measures how many pixels of a crop each β dimension of the configured body
+changes, at the silhouette size and twice it (`eval.reconstruction.beta_visibility`; results/beta-visibility.json),
+which bounds what a silhouette at that size can tell about β.
 """
 
 from __future__ import annotations
@@ -52,6 +56,27 @@ def format_curve(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _command(argv: list[str] | None) -> str:
+    return " ".join(["python -m reid3dsl.experiments.reconstruction", *(argv if argv is not None else sys.argv[1:])])
+
+
+def visibility(cfg: Config, out: Path, argv: list[str] | None) -> int:
+    from reid3dsl.eval.reconstruction import beta_visibility
+    from reid3dsl.precision import machine
+
+    h, w = cfg.data.sil_height, cfg.data.sil_width
+    table = beta_visibility(cfg, [(h, w), (2 * h, 2 * w)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = cfg.body.model_path or f"stand-in ({cfg.body.standin_resolution})"
+    out.write_text(json.dumps({"command": _command(argv), "machine": machine(), "body": body, "sizes": table},
+                              indent=1))
+    for size, row in table.items():
+        print(f"{size}: body {row['body_px']:.0f} px; pixels changed by +1 in beta_k: "
+              + " ".join(f"{k}:{v:.1f}" for k, v in enumerate(row["changed_px"])))
+    print(f"results: {out}")
+    return 0
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from reid3dsl.precision import machine
@@ -63,11 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, default="configs/ablation.yaml")
     parser.add_argument("--every", type=int, default=5, help="evaluate every N epochs (the curve's points)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default results/reconstruction-SPLIT"
-                        ".json)")
+                        ".json, or results/beta-visibility.json)")
+    parser.add_argument("--visibility", action="store_true", help="only measure the pixels each β dimension "
+                        "changes (no training)")
     args = parser.parse_args(argv)
     if args.every < 1:
         raise UserError(f"--every {args.every}: expected at least 1")
     base = config_from_args(args)
+    if args.visibility:
+        return visibility(base, args.out or Path("results/beta-visibility.json"), argv)
     out = args.out or Path(f"results/reconstruction-{base.eval.split}.json")
     cfg = job_config(base, args.every, out)
     final = run_job(cfg)
@@ -76,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
            for name, target, higher in TARGETS if name in final}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "command": " ".join(["python -m reid3dsl.experiments.reconstruction", *(argv if argv is not None
-                                                                                else sys.argv[1:])]),
+        "command": _command(argv),
         "machine": {**machine(), "ray_workers": cfg.cluster.num_workers,
                     "cpus_per_worker": cfg.cluster.cpus_per_worker},
         "split": cfg.eval.split, "steps": final.get("step"),

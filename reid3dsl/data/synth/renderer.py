@@ -22,6 +22,18 @@ def _rotation_x(deg: float) -> torch.Tensor:
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, math.cos(a), -math.sin(a)], [0.0, math.sin(a), math.cos(a)]])
 
 
+def detector_framing(verts: torch.Tensor, focal: float, height: int, fill: torch.Tensor,
+                     shift: torch.Tensor) -> torch.Tensor:
+    """The camera translation (B, 3) that frames bodies `verts` (B, V, 3) like detector boxes in a crop `height`
+    pixels high: each body's height fills the share `fill` (B,) of the crop, its centre `shift` (B, 2) pixels
+    off the crop's centre; `focal` is the normalised focal length."""
+    lo, hi = verts.min(dim=1).values, verts.max(dim=1).values
+    z = focal * (hi[:, 1] - lo[:, 1]) / (2 * fill)
+    centre = (lo + hi) / 2
+    per_px = 2 * z / (height * focal)
+    return torch.stack([-centre[:, 0] + shift[:, 0] * per_px, -centre[:, 1] + shift[:, 1] * per_px, z], dim=1)
+
+
 class ShotRenderer:
     """Renders shots of a `Plan` at its crop size with the body model of `body_cfg`."""
 
@@ -71,15 +83,10 @@ class ShotRenderer:
         body = self.model(betas, pose)
         verts = body.vertices
         # Frame each person like a detector crop: the body fills 80-92 % of the height, small offsets.
-        focal = self.renderer.focal
-        lo, hi = verts.min(dim=1).values, verts.max(dim=1).values
         fill = torch.from_numpy(rng.uniform(0.80, 0.92, n)).float()
-        z = focal * (hi[:, 1] - lo[:, 1]) / (2 * fill)
         shift = torch.from_numpy(rng.uniform(-1, 1, (n, 2)) * [0.05 * w, 0.03 * h]).float()
-        centre = (lo + hi) / 2
-        cam_t = torch.stack(
-            [-centre[:, 0] + shift[:, 0] * 2 * z / (h * focal), -centre[:, 1] + shift[:, 1] * 2 * z / (h * focal), z], 1
-        )
+        cam_t = detector_framing(verts, self.renderer.focal, h, fill, shift)
+        z = cam_t[:, 2]
         tint = torch.tensor([c.tint for c in cameras])
         light = (
             torch.from_numpy(
