@@ -10,7 +10,7 @@
 # resolved on the project's machines (no registry but PyPI is reachable there), and a made-up digest would be
 # worse than none. Resolve each tag once where Docker Hub / ghcr.io are reachable, check it, and pass it (or
 # commit it as the ARG's default):
-#   docker buildx imagetools inspect nvidia/cuda:13.0.2-runtime-ubuntu24.04 --format '{{json .Manifest.Digest}}'
+#   docker buildx imagetools inspect nvidia/cuda:13.0.2-runtime-ubuntu24.04      # the line "Digest: sha256:..."
 #   docker build --build-arg CUDA_DIGEST=sha256:... --build-arg UV_DIGEST=sha256:... -t IMAGE .
 #   docker build --target mlflow --build-arg PYTHON_DIGEST=sha256:... -t MLFLOW_IMAGE .
 # Without them `FROM name:tag@` is an invalid reference and the build stops before anything is pulled.
