@@ -105,7 +105,7 @@ class StorageConfig(_Section):
 class BodyConfig(_Section):
     """The body model, the pose/shape prior and the differentiable projection."""
 
-    model_path: str | None = Field(None, description="real SMPL pickle or folder; None: stand-in body")
+    model_path: str | None = Field(None, description="real SMPL .npz or .pkl, or a folder; None: stand-in body")
     standin_dir: str = "data/body"
     standin_resolution: Literal["low", "full"] = "low"
     standin_seed: int = 0
