@@ -25,6 +25,14 @@ if [[ -z ${REID3DSL_REGION:-} ]]; then
     eval "$env_lines"
 fi
 
+# Images are pinned by digest (infra resolves image_tag to one): a tag such as :latest could change under a
+# running cluster, so a manifest is never rendered with one.
+if grep -q '\${REID3DSL_IMAGE}' "$manifest" && [[ -n ${REID3DSL_IMAGE:-} ]] \
+        && ! [[ $REID3DSL_IMAGE =~ @sha256:[0-9a-f]{64}$ ]]; then
+    echo "error: REID3DSL_IMAGE '$REID3DSL_IMAGE' (used in $manifest) is not pinned by digest: expected REPOSITORY@sha256:<64 hex>" >&2
+    exit 2
+fi
+
 text=$(<"$manifest")
 for name in $(grep -o '\${REID3DSL_[A-Z0-9_]*}' "$manifest" | sort -u | tr -d '${}'); do
     if [[ -z ${!name:-} ]]; then

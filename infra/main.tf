@@ -1,7 +1,9 @@
 # reid3dsl's AWS infrastructure: one S3 bucket (shards/, checkpoints/, mlflow/), least-privilege IAM for the
 # Ray nodes (head, GPU workers, optionally KubeRay pods through IRSA), ECR repositories for the two images of
-# the Dockerfile, and an MLflow tracking server (Fargate container, PostgreSQL on RDS, artifacts in S3)
-# reachable inside the VPC at http://mlflow.<name>.internal:5000. README.md beside this file walks through it.
+# the Dockerfile, and an MLflow tracking server (Fargate container, PostgreSQL on RDS, artifacts in S3) behind
+# MLflow's basic-auth app, reachable only inside the VPC at http://mlflow.<name>.internal:5000. Secrets (the
+# database password, MLflow's password) are generated write-only into Secrets Manager: they are in no state
+# file, image, file in the repository or command line. README.md beside this file walks through it.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -40,6 +42,16 @@ locals {
   mlflow_host  = "mlflow.${var.name}.internal"
   tracking_uri = "http://${local.mlflow_host}:5000"
   registry     = "${data.aws_caller_identity.current.account_id}.dkr.ecr.${var.region}.amazonaws.com"
+  # ARN prefix of this account's EC2 resources in the region.
+  ec2_arn = "arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}"
+  # Ray's cluster launcher tags every instance it starts with ray-cluster-name = cluster_name (cluster/aws.yaml
+  # takes it from cluster_env); the head's EC2 rights hold only for instances carrying this tag.
+  ray_cluster_tag = "ray-cluster-name"
+  # MLflow's user for the Ray nodes (the basic-auth app's admin; its password is a secret below).
+  mlflow_user = "reid3dsl"
+  # Images by digest, resolved from var.image_tag when set (an immutable tag: the digest cannot change under it).
+  node_image   = var.image_tag == null ? "" : "${aws_ecr_repository.image["node"].repository_url}@${data.aws_ecr_image.image["node"].image_digest}"
+  mlflow_image = var.image_tag == null ? "" : "${aws_ecr_repository.image["mlflow"].repository_url}@${data.aws_ecr_image.image["mlflow"].image_digest}"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,6 +149,13 @@ resource "aws_s3_bucket_policy" "data" {
 # ---------------------------------------------------------------------------------------------------------
 # IAM: what a Ray node may do in S3 (read shards, read/write/delete checkpoints), plus what the head needs to
 # start and stop GPU workers. No keys anywhere: instance profiles (cluster launcher) or IRSA (KubeRay).
+#
+# Checkpoints: IAM sees the node, not the job. Every job on a Ray cluster runs its workers on the same nodes
+# under the same role, so IAM cannot keep one job out of another's checkpoints/<cluster.name>/ folder; what it
+# does keep them from is writing anywhere else (shards/, mlflow/) and erasing history: nodes have no
+# s3:DeleteObjectVersion, so with versioning on, an overwritten or deleted checkpoint stays recoverable for
+# noncurrent_retention_days. A job tells its own checkpoints from planted ones by their signed manifests (the
+# key comes from the environment or a secret store, never from the bucket).
 
 data "aws_iam_policy_document" "node_s3" {
   statement {
@@ -204,6 +223,28 @@ resource "aws_iam_role_policy_attachment" "node_s3" {
   policy_arn = aws_iam_policy.node_s3.arn
 }
 
+# MLflow's password for the nodes: read at boot through the instance role (cluster/aws.yaml,
+# initialization_commands), never from a file in the repository or a command line.
+data "aws_iam_policy_document" "node_mlflow_secret" {
+  statement {
+    sid       = "ReadMlflowPassword"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.mlflow_password.arn]
+  }
+}
+
+resource "aws_iam_policy" "node_mlflow_secret" {
+  name        = "${var.name}-node-mlflow-secret"
+  description = "Ray nodes of ${var.name}: read MLflow's password"
+  policy      = data.aws_iam_policy_document.node_mlflow_secret.json
+}
+
+resource "aws_iam_role_policy_attachment" "node_mlflow_secret" {
+  for_each   = { head = aws_iam_role.head.name, worker = aws_iam_role.worker.name }
+  role       = each.value
+  policy_arn = aws_iam_policy.node_mlflow_secret.arn
+}
+
 resource "aws_iam_role_policy_attachment" "node_ecr" {
   for_each   = { head = aws_iam_role.head.name, worker = aws_iam_role.worker.name }
   role       = each.value
@@ -211,15 +252,13 @@ resource "aws_iam_role_policy_attachment" "node_ecr" {
 }
 
 # The EC2 calls of Ray's AWS node provider (ray/autoscaler/_private/aws/node_provider.py), run by the head.
+# Describe calls cannot be limited to resources (EC2 has no resource-level permissions for them); everything
+# that starts, tags, stops or ends an instance holds only for instances tagged ray-cluster-name = var.name:
+# RunInstances must carry that tag (Ray sets it on every instance it starts), the others need it already set.
 data "aws_iam_policy_document" "autoscaler" {
   statement {
-    sid = "LaunchAndEndWorkers"
+    sid = "DescribeIsAccountWide"
     actions = [
-      "ec2:RunInstances",
-      "ec2:CreateTags",
-      "ec2:TerminateInstances",
-      "ec2:StartInstances",
-      "ec2:StopInstances",
       "ec2:DescribeInstances",
       "ec2:DescribeInstanceTypes",
       "ec2:DescribeImages",
@@ -231,9 +270,63 @@ data "aws_iam_policy_document" "autoscaler" {
     resources = ["*"]
   }
   statement {
+    sid       = "LaunchOnlyInstancesTaggedWithTheCluster"
+    actions   = ["ec2:RunInstances"]
+    resources = ["${local.ec2_arn}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/${local.ray_cluster_tag}"
+      values   = [var.name]
+    }
+  }
+  statement {
+    sid     = "LaunchIntoTheClustersSubnetsAndGroup"
+    actions = ["ec2:RunInstances"]
+    resources = concat(
+      [for id in local.subnet_ids : "${local.ec2_arn}:subnet/${id}"],
+      [
+        "${local.ec2_arn}:security-group/${aws_security_group.ray.id}",
+        "${local.ec2_arn}:network-interface/*",
+        "${local.ec2_arn}:volume/*",
+        "${local.ec2_arn}:key-pair/*",
+        "arn:${data.aws_partition.current.partition}:ec2:${var.region}::image/*",
+      ],
+    )
+  }
+  statement {
+    sid       = "TagAtLaunch"
+    actions   = ["ec2:CreateTags"]
+    resources = ["${local.ec2_arn}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["RunInstances"]
+    }
+  }
+  statement {
+    sid       = "ManageOnlyTheClustersInstances"
+    actions   = ["ec2:CreateTags", "ec2:TerminateInstances", "ec2:StartInstances", "ec2:StopInstances"]
+    resources = ["${local.ec2_arn}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:ResourceTag/${local.ray_cluster_tag}"
+      values   = [var.name]
+    }
+  }
+  statement {
     sid       = "HandWorkersTheirRole"
-    actions   = ["iam:PassRole", "iam:GetInstanceProfile"]
-    resources = [aws_iam_role.worker.arn, aws_iam_instance_profile.worker.arn]
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.worker.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ec2.amazonaws.com"]
+    }
+  }
+  statement {
+    sid       = "ReadWorkersProfile"
+    actions   = ["iam:GetInstanceProfile"]
+    resources = [aws_iam_instance_profile.worker.arn]
   }
 }
 
@@ -285,16 +378,24 @@ resource "aws_iam_role_policy_attachment" "pods_s3" {
 # ---------------------------------------------------------------------------------------------------------
 # Images: the Dockerfile's two targets are pushed here (README.md, step 3).
 
+# A pushed tag can never be moved to other content; the manifests and the MLflow task use digests anyway.
 resource "aws_ecr_repository" "image" {
   for_each             = toset(["node", "mlflow"])
   name                 = each.key == "node" ? var.name : "${var.name}-mlflow"
-  image_tag_mutability = "MUTABLE"
+  image_tag_mutability = "IMMUTABLE"
   image_scanning_configuration {
     scan_on_push = true
   }
   encryption_configuration {
     encryption_type = "AES256"
   }
+}
+
+# The digests behind var.image_tag (push both images with that tag first: README.md, step 2).
+data "aws_ecr_image" "image" {
+  for_each        = var.image_tag == null ? toset([]) : toset(["node", "mlflow"])
+  repository_name = aws_ecr_repository.image[each.key].name
+  image_tag       = var.image_tag
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -364,19 +465,55 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# MLflow's database: PostgreSQL on RDS, encrypted, private. The password (alphanumeric, so it can sit in the
-# backend URI unescaped) reaches the container through an SSM SecureString, never a file or an image.
+# Secrets: MLflow's database password and the password of MLflow's user for the nodes. Each is generated by an
+# ephemeral resource and written through write-only arguments (Terraform >= 1.11), so neither is in the state
+# or the plan; the only copy is in Secrets Manager, read by the MLflow task (as container secrets) and by the
+# Ray nodes (MLflow's password only, through their instance role). Alphanumeric: they sit in URIs and basic-auth
+# headers unescaped. Rotating: bump the *_wo_version below (the database follows the secret on the next apply;
+# MLflow's stored password must then be changed through its update-password API).
 
-resource "random_password" "db" {
+resource "aws_secretsmanager_secret" "db_password" {
+  name                    = "${var.name}/mlflow/db-password"
+  description             = "Password of the mlflow user of ${var.name}'s MLflow database"
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret" "mlflow_password" {
+  name                    = "${var.name}/mlflow/password"
+  description             = "Password of MLflow user ${local.mlflow_user} (the Ray nodes' and the admin's) of ${var.name}"
+  recovery_window_in_days = 7
+}
+
+ephemeral "random_password" "db" {
   length  = 40
   special = false
 }
 
-resource "aws_ssm_parameter" "db_password" {
-  name  = "/${var.name}/mlflow/db-password"
-  type  = "SecureString"
-  value = random_password.db.result
+ephemeral "random_password" "mlflow" {
+  length  = 40
+  special = false
 }
+
+resource "aws_secretsmanager_secret_version" "db_password" {
+  secret_id                = aws_secretsmanager_secret.db_password.id
+  secret_string_wo         = ephemeral.random_password.db.result
+  secret_string_wo_version = 1
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_password" {
+  secret_id                = aws_secretsmanager_secret.mlflow_password.id
+  secret_string_wo         = ephemeral.random_password.mlflow.result
+  secret_string_wo_version = 1
+}
+
+# The database takes its password from the secret (read back, so the two cannot differ).
+ephemeral "aws_secretsmanager_secret_version" "db_password" {
+  secret_id  = aws_secretsmanager_secret.db_password.id
+  depends_on = [aws_secretsmanager_secret_version.db_password]
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# MLflow's database: PostgreSQL on RDS, encrypted, private, TLS required by the client (PGSSLMODE below).
 
 resource "aws_db_subnet_group" "mlflow" {
   name       = "${var.name}-mlflow"
@@ -393,7 +530,8 @@ resource "aws_db_instance" "mlflow" {
   storage_encrypted         = true
   db_name                   = "mlflow"
   username                  = "mlflow"
-  password                  = random_password.db.result
+  password_wo               = ephemeral.aws_secretsmanager_secret_version.db_password.secret_string
+  password_wo_version       = aws_secretsmanager_secret_version.db_password.secret_string_wo_version
   db_subnet_group_name      = aws_db_subnet_group.mlflow.name
   vpc_security_group_ids    = [aws_security_group.db.id]
   publicly_accessible       = false
@@ -436,13 +574,13 @@ resource "aws_iam_role_policy_attachment" "mlflow_execution" {
 
 data "aws_iam_policy_document" "mlflow_secret" {
   statement {
-    actions   = ["ssm:GetParameters"]
-    resources = [aws_ssm_parameter.db_password.arn]
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.db_password.arn, aws_secretsmanager_secret.mlflow_password.arn]
   }
 }
 
 resource "aws_iam_role_policy" "mlflow_secret" {
-  name   = "read-db-password"
+  name   = "read-mlflow-secrets"
   role   = aws_iam_role.mlflow_execution.id
   policy = data.aws_iam_policy_document.mlflow_secret.json
 }
@@ -474,7 +612,9 @@ resource "aws_iam_role_policy" "mlflow_artifacts" {
   policy = data.aws_iam_policy_document.mlflow_artifacts.json
 }
 
+# Without var.image_tag there is no image to run yet: no task definition, and the service is not created.
 resource "aws_ecs_task_definition" "mlflow" {
+  count                    = var.image_tag == null ? 0 : 1
   family                   = "${var.name}-mlflow"
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
@@ -490,26 +630,37 @@ resource "aws_ecs_task_definition" "mlflow" {
 
   container_definitions = jsonencode([{
     name      = "mlflow"
-    image     = "${aws_ecr_repository.image["mlflow"].repository_url}:${var.image_tag}"
+    image     = local.mlflow_image
     essential = true
     portMappings = [{
       containerPort = 5000
       protocol      = "tcp"
     }]
+    # The database connection comes from libpq's environment, the password from a secret: the backend URI
+    # below (and the auth app's, in the image) is a bare postgresql://, so no password is on any command line.
     environment = [
-      { name = "DB_HOST", value = aws_db_instance.mlflow.address },
+      { name = "PGHOST", value = aws_db_instance.mlflow.address },
+      { name = "PGPORT", value = "5432" },
+      { name = "PGUSER", value = aws_db_instance.mlflow.username },
+      { name = "PGDATABASE", value = aws_db_instance.mlflow.db_name },
+      { name = "PGSSLMODE", value = "require" },
+      { name = "MLFLOW_AUTH_ADMIN_USERNAME", value = local.mlflow_user },
       { name = "AWS_DEFAULT_REGION", value = var.region },
     ]
-    secrets = [{ name = "DB_PASSWORD", valueFrom = aws_ssm_parameter.db_password.arn }]
-    # A shell puts the password into the backend URI at start; artifacts are proxied to S3 by the server,
-    # so clients need no S3 rights for them. Host headers: the private DNS name and SSH tunnels to localhost.
-    entryPoint = ["sh", "-c"]
-    command = [join(" ", [
-      "exec mlflow server --host 0.0.0.0 --port 5000",
-      "--backend-store-uri postgresql://mlflow:$${DB_PASSWORD}@$${DB_HOST}:5432/mlflow",
-      "--artifacts-destination s3://${var.bucket_name}/mlflow",
-      "--allowed-hosts '${local.mlflow_host}:5000,localhost:*,127.0.0.1:*'",
-    ])]
+    secrets = [
+      { name = "PGPASSWORD", valueFrom = aws_secretsmanager_secret.db_password.arn },
+      { name = "MLFLOW_AUTH_ADMIN_PASSWORD", valueFrom = aws_secretsmanager_secret.mlflow_password.arn },
+    ]
+    # The image's entry point is `mlflow server --app-name basic-auth`: every request needs a user and password.
+    # Artifacts are proxied to S3 by the server, so clients need no S3 rights for them. Host headers: the
+    # private DNS name and SSH tunnels to localhost.
+    command = [
+      "--host", "0.0.0.0",
+      "--port", "5000",
+      "--backend-store-uri", "postgresql://",
+      "--artifacts-destination", "s3://${var.bucket_name}/mlflow",
+      "--allowed-hosts", "${local.mlflow_host}:5000,localhost:*,127.0.0.1:*",
+    ]
     healthCheck = {
       command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health')"]
       interval    = 30
@@ -547,9 +698,10 @@ resource "aws_service_discovery_service" "mlflow" {
 }
 
 resource "aws_ecs_service" "mlflow" {
+  count           = var.image_tag == null ? 0 : 1
   name            = "mlflow"
   cluster         = aws_ecs_cluster.mlflow.id
-  task_definition = aws_ecs_task_definition.mlflow.arn
+  task_definition = aws_ecs_task_definition.mlflow[0].arn
   desired_count   = 1
   launch_type     = "FARGATE"
 

@@ -1,7 +1,8 @@
 # What the rest of the deployment needs from this infrastructure. `cluster_env` is sourced by the shell
 # that renders cluster/aws.yaml and cluster/rayjob.yaml (cluster/render.sh); tests/test_deploy_static.py
 # checks that it exports every ${REID3DSL_*} variable those manifests use. REID3DSL_PODS_ROLE_ARN is empty
-# without eks_oidc_provider_arn, so rendering rayjob.yaml then stops and names it.
+# without eks_oidc_provider_arn, and REID3DSL_IMAGE without image_tag, so rendering then stops and names it.
+# Nothing secret is exported: REID3DSL_MLFLOW_SECRET is the ARN of the password, which the nodes read themselves.
 
 output "bucket" {
   description = "The S3 bucket."
@@ -33,6 +34,16 @@ output "mlflow_image_repository" {
   value       = aws_ecr_repository.image["mlflow"].repository_url
 }
 
+output "mlflow_password_secret" {
+  description = "Secrets Manager ARN of the password of MLflow user mlflow_user (sign-in for people too)."
+  value       = aws_secretsmanager_secret.mlflow_password.arn
+}
+
+output "mlflow_user" {
+  description = "MLflow user of the Ray nodes (the basic-auth app's admin)."
+  value       = local.mlflow_user
+}
+
 output "pods_role_arn" {
   description = "IAM role of the KubeRay pods' service account (null without eks_oidc_provider_arn)."
   value       = one(aws_iam_role.pods[*].arn)
@@ -43,9 +54,12 @@ output "cluster_env" {
   value       = <<-EOT
     export REID3DSL_REGION=${var.region}
     export REID3DSL_REGISTRY=${local.registry}
-    export REID3DSL_IMAGE=${aws_ecr_repository.image["node"].repository_url}:${var.image_tag}
+    export REID3DSL_CLUSTER_NAME=${var.name}
+    export REID3DSL_IMAGE=${local.node_image}
     export REID3DSL_BUCKET=${aws_s3_bucket.data.bucket}
     export REID3DSL_MLFLOW_URI=${local.tracking_uri}
+    export REID3DSL_MLFLOW_USER=${local.mlflow_user}
+    export REID3DSL_MLFLOW_SECRET=${aws_secretsmanager_secret.mlflow_password.arn}
     export REID3DSL_AMI=${local.ami_id}
     export REID3DSL_SUBNET=${local.subnet_ids[0]}
     export REID3DSL_SECURITY_GROUP=${aws_security_group.ray.id}

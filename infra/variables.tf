@@ -77,9 +77,14 @@ variable "ami_id" {
 }
 
 variable "image_tag" {
-  description = "Tag of the images pushed to the two ECR repositories (node and MLflow)."
+  description = "Tag under which both images (node and MLflow) were pushed, e.g. the commit; resolved to digests, which the manifests and the MLflow task use. null (first apply, nothing pushed yet): no MLflow service and no image in cluster_env."
   type        = string
-  default     = "latest"
+  default     = null
+
+  validation {
+    condition     = var.image_tag == null || (can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest")
+    error_message = "image_tag: expected a docker tag other than \"latest\" (e.g. the commit: git rev-parse --short=12 HEAD)."
+  }
 }
 
 variable "mlflow_cpu" {

@@ -1,7 +1,8 @@
 # Terraform and provider versions for reid3dsl's AWS infrastructure (see README.md beside this file).
 
 terraform {
-  required_version = ">= 1.6"
+  # 1.11: ephemeral resources and write-only arguments keep the generated passwords out of the state.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {
@@ -10,7 +11,7 @@ terraform {
     }
     random = {
       source  = "hashicorp/random"
-      version = "~> 3.6"
+      version = "~> 3.7"
     }
   }
 }

@@ -76,7 +76,7 @@ def arg_defaults() -> dict[str, str]:
 def test_node_image_is_the_default_target_on_a_cuda_runtime_matching_torch() -> None:
     names = list(stages())
     assert names[-1] == "node", "`docker build .` must give the Ray node image: its stage comes last"
-    base = stages()["node"][0][1].split()[0]
+    base = stages()["node"][0][1].split()[0].split("@")[0]  # the digest: tests/test_deploy_security.py
     image = arg_defaults().get(base.strip("${}"), base)
     match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu\d+\.\d+", image)
     assert match, f"node base image {image}: expected an nvidia/cuda runtime tag"
@@ -100,14 +100,36 @@ def test_node_image_runs_as_a_non_root_user_with_ray_on_path() -> None:
     assert "python install 3.11" in runs
 
 
-def test_image_installs_the_pinned_stack_from_pyproject_and_the_project_itself() -> None:
+def locked(path: Path) -> dict[str, str]:
+    """Distribution name (normalised) → version of a `make lock` file."""
+    return {
+        re.sub(r"[-_.]+", "-", m.group(1)).lower(): m.group(2)
+        for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", path.read_text(), re.M)
+    }
+
+
+def test_image_installs_the_locked_stack_and_the_project_itself() -> None:
     node = stages()["node"]
     copies = [args.split() for instr, args in node if instr == "COPY" and "--from" not in args]
-    assert any(c[0] == "pyproject.toml" for c in copies), "the stack must come from the project's own pyproject.toml"
+    assert any(c[0] == "requirements.lock" for c in copies), "the stack must come from the lock of pyproject.toml"
     runs = [args for instr, args in node if instr == "RUN"]
-    assert any("pip install" in r and "-r /tmp/reid3dsl/pyproject.toml" in r for r in runs)
+    assert any("pip install" in r and "-r /tmp/reid3dsl/requirements.lock" in r for r in runs)
     workdir = [args for instr, args in node if instr == "WORKDIR"][-1]
     assert any("--no-deps" in r and workdir in r for r in runs), "the project itself must be installed"
+
+
+def test_lock_holds_every_pyproject_dependency_at_an_allowed_version() -> None:
+    """requirements.lock is pyproject.toml resolved (`make lock`): a pin changed in one place only fails here."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock = locked(ROOT / "requirements.lock")
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(line)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in lock, f"{req.name}: in pyproject.toml, not in requirements.lock (run `make lock`)"
+        assert req.specifier.contains(lock[name], prereleases=True), f"{req.name}=={lock[name]} breaks {line!r}"
 
 
 def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
@@ -171,13 +193,13 @@ def test_ray_job_upload_is_the_code_without_history_environments_data_stores_or_
     assert sorted(ZipFile(tmp_path / "pkg.zip").namelist()) == sorted(code)
 
 
-def test_mlflow_image_pins_the_same_mlflow_line_as_pyproject() -> None:
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    pin = re.search(r'"mlflow([^"]*)"', pyproject)
-    assert pin
+def test_mlflow_image_runs_the_same_mlflow_as_the_nodes() -> None:
     runs = " ".join(args for instr, args in stages()["mlflow"] if instr == "RUN")
-    assert f'"mlflow{pin.group(1)}"' in runs
-    assert "psycopg2" in runs and "boto3" in runs, "the server needs PostgreSQL and S3 clients"
+    assert "-r /tmp/requirements-mlflow.lock" in runs
+    server, nodes = locked(ROOT / "requirements-mlflow.lock"), locked(ROOT / "requirements.lock")
+    assert server["mlflow"] == nodes["mlflow"], "requirements-mlflow.lock must be compiled against requirements.lock"
+    assert all(server[n] == nodes[n] for n in server if n in nodes), "the server's shared packages drifted"
+    assert "psycopg2-binary" in server and "boto3" in server, "the server needs PostgreSQL and S3 clients"
 
 
 # --- cluster manifests ------------------------------------------------------------------------------------------
@@ -197,9 +219,12 @@ def fake_env() -> dict[str, str]:
     values = {
         "REID3DSL_REGION": "us-west-2",
         "REID3DSL_REGISTRY": "123456789012.dkr.ecr.us-west-2.amazonaws.com",
-        "REID3DSL_IMAGE": "123456789012.dkr.ecr.us-west-2.amazonaws.com/reid3dsl:latest",
+        "REID3DSL_CLUSTER_NAME": "reid3dsl",
+        "REID3DSL_IMAGE": "123456789012.dkr.ecr.us-west-2.amazonaws.com/reid3dsl@sha256:" + "0123456789abcdef" * 4,
         "REID3DSL_BUCKET": "my-reid-bucket",
         "REID3DSL_MLFLOW_URI": "http://mlflow.reid3dsl.internal:5000",
+        "REID3DSL_MLFLOW_USER": "reid3dsl",
+        "REID3DSL_MLFLOW_SECRET": "arn:aws:secretsmanager:us-west-2:123456789012:secret:reid3dsl/mlflow/pw-AbCdEf",
         "REID3DSL_AMI": "ami-0123456789abcdef0",
         "REID3DSL_SUBNET": "subnet-0123456789abcdef0",
         "REID3DSL_SECURITY_GROUP": "sg-0123456789abcdef0",
@@ -364,7 +389,7 @@ def test_submitted_jobs_get_the_configs_relative_paths_pinned_to_the_checkout(tm
 
 def terraform() -> dict[str, Any]:
     """Declarations of every infra/*.tf file, merged: {"variable": {...}, "resource": {(type, name): body}, ...}."""
-    merged: dict[str, Any] = {"variable": {}, "locals": {}, "resource": {}, "data": {}, "output": {}}
+    merged: dict[str, Any] = {"variable": {}, "locals": {}, "resource": {}, "data": {}, "ephemeral": {}, "output": {}}
     for path in sorted(INFRA.glob("*.tf")):
         parsed = hcl2.load(path.open())
         for kind in ("variable", "output"):
@@ -372,7 +397,7 @@ def terraform() -> dict[str, Any]:
                 merged[kind].update({name.strip('"'): body for name, body in block.items()})
         for block in parsed.get("locals", []):
             merged["locals"].update({k: v for k, v in block.items() if not k.startswith("__")})
-        for kind in ("resource", "data"):
+        for kind in ("resource", "data", "ephemeral"):
             for block in parsed.get(kind, []):
                 for rtype, named in block.items():
                     for name, body in named.items():
@@ -392,8 +417,9 @@ def test_terraform_parses_and_every_reference_is_declared() -> None:
         assert name in tf["variable"], f"var.{name} is not declared in variables.tf"
     for name in set(re.findall(r"\blocal\.([a-z0-9_]+)", text)):
         assert name in tf["locals"], f"local.{name} is not declared"
-    for rtype, name in set(re.findall(r"\bdata\.([a-z0-9_]+)\.([a-z0-9_]+)", text)):
-        assert (rtype, name) in tf["data"], f"data.{rtype}.{name} is not declared"
+    for kind in ("data", "ephemeral"):
+        for rtype, name in set(re.findall(rf"\b{kind}\.([a-z0-9_]+)\.([a-z0-9_]+)", text)):
+            assert (rtype, name) in tf[kind], f"{kind}.{rtype}.{name} is not declared"
     for rtype, name in set(re.findall(r"(?<![.\w])((?:aws|random)_[a-z0-9_]+)\.([a-z0-9_]+)", text)):
         assert (rtype, name) in tf["resource"], f"{rtype}.{name} is not declared"
     declared = set(re.findall(r'^variable "([a-z0-9_]+)"', (INFRA / "variables.tf").read_text(), re.M))
@@ -438,6 +464,7 @@ def test_node_policy_reads_shards_and_writes_only_checkpoints() -> None:
 def test_mlflow_server_uses_a_database_backend_and_the_bucket_for_artifacts() -> None:
     task = terraform()["resource"][("aws_ecs_task_definition", "mlflow")]
     definition = str(task["container_definitions"])
-    assert "--backend-store-uri postgresql://" in definition
-    assert "--artifacts-destination s3://${var.bucket_name}/mlflow" in definition
+    assert '"--backend-store-uri", "postgresql://"' in definition
+    assert '"--artifacts-destination", "s3://${var.bucket_name}/mlflow"' in definition
+    assert 'name = "PGHOST", value = aws_db_instance.mlflow.address' in definition
     assert ("aws_db_instance", "mlflow") in terraform()["resource"]
