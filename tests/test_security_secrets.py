@@ -49,8 +49,8 @@ def test_mlflow_params_and_config_artifact_of_a_run_hold_no_secret(tmp_path: Pat
     db = tmp_path / "mlflow.db"
     env = {"MLFLOW_TRACKING_TOKEN": TOKEN, "MLFLOW_TRACKING_PASSWORD": PASSWORD, "MLFLOW_TRACKING_USERNAME": "al"}
     with pytest.MonkeyPatch.context() as mp:
-        for name in env:  # export_credentials writes them; restore the test process's environment afterwards
-            mp.delenv(name, raising=False)
+        for name in env:  # export_credentials writes them: setenv records each, so the context's end restores it
+            mp.setenv(name, "")
         cfg = load_config("configs/smoke.yaml", [f"tracking.uri=sqlite:///{db}"], env=env)
         run_id, _ = tracking.start_run(cfg, resume=False)
         tracking.end_run(cfg, run_id)
