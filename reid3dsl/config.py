@@ -8,6 +8,12 @@ set.
 This module is the only place that reads the environment. Any bad key, type or range is rejected with
 one line naming the key, the value and what was expected (`ConfigError`, a `UserError`, so CLIs exit 2).
 `to_yaml()` dumps the resolved config with secrets redacted, for MLflow.
+
+Secrets are the `SecretStr` fields (tracking.token, tracking.password): `to_dict`, `to_yaml` and `flat` show them
+as '***', and `from_redacted` turns such a dict back into a config whose secrets come from this process's
+environment. A password in `tracking.uri` (`http://user:password@host`) is moved into tracking.username and
+tracking.password when the config is loaded, so the URI itself never carries it; a config holding a password in
+any URL is refused (URLs are logged and stored as they are).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +45,16 @@ def is_plain_name(text: str) -> bool:
     """Whether `text` is safe as one path component and inside a quoted filter value: no separator, scheme,
     quote, space or parent reference (`PLAIN_NAME_RULE`)."""
     return bool(_PLAIN_NAME.fullmatch(text)) and text not in (".", "..")
+
+
+def _url_password(text: str) -> str | None:
+    """The password in URL `text`'s `user:password@` part (None: none, or not a URL)."""
+    if "://" not in text:
+        return None
+    try:
+        return urllib.parse.urlsplit(text).password
+    except ValueError:  # e.g. a bad port: the field's own use reports it
+        return None
 
 
 class _Section(BaseModel):
@@ -105,7 +122,7 @@ class StorageConfig(_Section):
 class BodyConfig(_Section):
     """The body model, the pose/shape prior and the differentiable projection."""
 
-    model_path: str | None = Field(None, description="real SMPL pickle or folder; None: stand-in body")
+    model_path: str | None = Field(None, description="real SMPL .npz or .pkl, or a folder; None: stand-in body")
     standin_dir: str = "data/body"
     standin_resolution: Literal["low", "full"] = "low"
     standin_seed: int = 0
@@ -231,6 +248,8 @@ class TrackingConfig(_Section):
     experiment: str = "reid3dsl"
     run_name: str | None = None
     token: SecretStr | None = Field(None, description="MLflow server token, if the server needs one")
+    username: str | None = Field(None, description="MLflow server user (env: MLFLOW_TRACKING_USERNAME)")
+    password: SecretStr | None = Field(None, description="MLflow server password (env: MLFLOW_TRACKING_PASSWORD)")
 
 
 class ClusterConfig(_Section):
@@ -269,6 +288,13 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        for section in type(self).model_fields:
+            for key, value in getattr(self, section):
+                texts = value if isinstance(value, list) else [value]
+                if any(isinstance(t, str) and _url_password(t) is not None for t in texts):
+                    raise ValueError(f"config key '{section}.{key}': holds a URL with a password, which would be "
+                                     "logged; expected credentials in the environment (AWS_ACCESS_KEY_ID/"
+                                     "AWS_SECRET_ACCESS_KEY, an instance profile or IRSA; MLFLOW_TRACKING_PASSWORD)")
         if self.train.batch_size % self.data.imgs_per_id:
             raise ValueError(
                 f"train.batch_size = {self.train.batch_size}: expected a multiple of "
@@ -304,8 +330,38 @@ ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "storage.region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "tracking.uri": ("MLFLOW_TRACKING_URI",),
     "tracking.token": ("MLFLOW_TRACKING_TOKEN",),
+    "tracking.username": ("MLFLOW_TRACKING_USERNAME",),
+    "tracking.password": ("MLFLOW_TRACKING_PASSWORD",),
     "cluster.address": ("RAY_ADDRESS",),
 }
+
+
+def _move_uri_credentials(tree: dict[str, Any], origins: dict[str, str]) -> None:
+    """`tracking.uri` = `scheme://user:password@host...` → the URI without them, tracking.username and
+    tracking.password (MLflow logs and reports the URI it talks to; the password field is redacted)."""
+    uri = tree.get("tracking", {}).get("uri") if isinstance(tree.get("tracking"), dict) else None
+    if not isinstance(uri, str) or _url_password(uri) is None:
+        return
+    parts = urllib.parse.urlsplit(uri)
+    origin = origins.get("tracking.uri", "")
+    _set_path(tree, "tracking.uri", urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])),
+              origin, origins)
+    _set_path(tree, "tracking.username", urllib.parse.unquote(parts.username or ""), origin, origins)
+    _set_path(tree, "tracking.password", urllib.parse.unquote(parts.password or ""), origin, origins)
+
+
+def from_redacted(tree: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """A config dict written by `to_dict(redact=True)` → its `Config`, each redacted secret taken from `env`
+    (default: this process's environment, through ENV_FIELDS) or unset. Raises pydantic's ValidationError."""
+    env = os.environ if env is None else env
+    restored = {section: dict(values) if isinstance(values, Mapping) else values for section, values in tree.items()}
+    for section, values in restored.items():
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if value == REDACTED:
+                names = ENV_FIELDS.get(f"{section}.{key}", ())
+                values[key] = next((env[n] for n in names if env.get(n)), None)
+    _move_uri_credentials(restored, {})  # a dict written before URIs were stripped of them
+    return Config.model_validate(restored)
 
 
 def _describe(err: Mapping[str, Any], origins: Mapping[str, str]) -> str:
@@ -419,6 +475,7 @@ def load_config(
         value = next((env[n] for n in names if env.get(n)), None)
         if value is not None:
             _set_path(tree, dotted, value, f"from ${[n for n in names if env.get(n)][0]}", origins)
+    _move_uri_credentials(tree, origins)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

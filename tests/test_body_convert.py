@@ -1,8 +1,10 @@
-"""Official SMPL files hold chumpy objects: converting them to plain numpy without chumpy installed."""
+"""SMPL files: official ones (chumpy objects inside) read and converted to a pickle-free .npz without chumpy, and
+no SMPL file — pickle or .npz — runs code when the converter or the body loader reads it."""
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from reid3dsl.body.convert import convert, main, needs_conversion
+from reid3dsl.body.convert import convert, main
 from reid3dsl.body.smpld import load_body_model
 from reid3dsl.body.standin import standin_paths
 from reid3dsl.config import BodyConfig
@@ -65,34 +67,84 @@ def test_chumpy_file_converts_without_chumpy_and_loads(standin_dir: str, tmp_pat
     src.parent.mkdir()
     _chumpy_pickle(smpl, src)
     assert "chumpy" not in sys.modules
-    assert needs_conversion(src) and not needs_conversion(standin_paths(standin_dir)[0])
-    with pytest.raises(UserError, match=r"python -m reid3dsl\.body\.convert"):
-        load_body_model(BodyConfig(model_path=str(src)))
+    # the converted files are this stand-in mesh, so they keep its vertex ids beside them
+    shutil.copy(standin_paths(standin_dir)[1], src.parent / "vertex_ids.json")
+    assert load_body_model(BodyConfig(model_path=str(src))).num_vertices == smpl["v_template"].shape[0]
 
-    dst = tmp_path / "converted" / "SMPL_NEUTRAL.pkl"
+    dst = tmp_path / "converted" / "smpl" / "SMPL_NEUTRAL.npz"
     out = convert(src, dst)
     for key in ("v_template", "shapedirs", "weights", "J", "J_regressor"):
         assert type(out[key]) is np.ndarray and np.array_equal(out[key], np.asarray(smpl[key])), key
-    assert not needs_conversion(dst)
-    # the converted file is this stand-in mesh, so it keeps its vertex ids beside it
+    with np.load(dst, allow_pickle=False) as npz:  # no pickle inside
+        assert set(npz.files) == set(out)
     shutil.copy(standin_paths(standin_dir)[1], dst.parent / "vertex_ids.json")
-    body = load_body_model(BodyConfig(model_path=str(dst)))
+    body = load_body_model(BodyConfig(model_path=str(tmp_path / "converted")))  # the folder layout smplx uses
     assert body.num_vertices == smpl["v_template"].shape[0]
     assert json.loads((dst.parent / "vertex_ids.json").read_text())["nose"] < body.num_vertices
+
+
+class _Touch:
+    """Unpickles as `os.system("touch MARKER")`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_by_the_converter_and_the_loader(
+    standin_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "SMPL_NEUTRAL.pkl"
+    # a real SMPL-format dict with one value replaced (protocol 2, as the official files), and the call nested
+    evil.write_bytes(pickle.dumps({**_standin(standin_dir), "weights": _Touch(marker)}, protocol=2))
+    hidden = tmp_path / "hidden.pkl"
+    hidden.write_bytes(pickle.dumps({**_standin(standin_dir), "J": [{"x": _Touch(marker)}]}, protocol=4))
+
+    for path in (evil, hidden):
+        with pytest.raises(SystemExit) as refused:
+            main([str(path), str(tmp_path / "out.npz")])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert path.name in err and "refused" in err and "system" in err, err
+        with pytest.raises(UserError, match=rf"body.model_path '.*{path.name}': refused, it refers to \S+\.system"):
+            load_body_model(BodyConfig(model_path=str(path)))
+    # numpy's own object arrays are pickles too: an .npz holding one is refused unread
+    npz = tmp_path / "evil.npz"
+    np.savez(npz, **{**_standin(standin_dir), "weights": np.array([_Touch(marker)], dtype=object)})
+    with pytest.raises(UserError, match="evil.npz': not a readable SMPL .npz"):
+        load_body_model(BodyConfig(model_path=str(npz)))
+    assert not marker.exists() and not (tmp_path / "out.npz").exists()
+
+    # in a model folder the converted .npz is preferred: the pickle beside it is never opened
+    folder = tmp_path / "models" / "smpl"
+    folder.mkdir(parents=True)
+    shutil.copy(evil, folder / "SMPL_NEUTRAL.pkl")
+    good = tmp_path / "good.pkl"
+    _chumpy_pickle(_standin(standin_dir), good)
+    convert(good, folder / "SMPL_NEUTRAL.npz")
+    shutil.copy(standin_paths(standin_dir)[1], folder / "vertex_ids.json")
+    assert load_body_model(BodyConfig(model_path=str(tmp_path / "models"))).num_vertices > 0
+    assert not marker.exists()
 
 
 def test_convert_cli_reports_unusable_input(standin_dir: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as missing:
-        main([str(tmp_path / "missing.pkl"), str(tmp_path / "out.pkl")])
+        main([str(tmp_path / "missing.pkl"), str(tmp_path / "out.npz")])
     assert missing.value.code == 2 and "not found" in capsys.readouterr().err
     src = tmp_path / "expr.pkl"
     _chumpy_pickle(_standin(standin_dir), src, expression_key="posedirs")
     with pytest.raises(SystemExit) as expression:
-        main([str(src), str(tmp_path / "out.pkl")])
+        main([str(src), str(tmp_path / "out.npz")])
     err = capsys.readouterr().err
     assert expression.value.code == 2 and "posedirs" in err and "chumpy.reordering.Select" in err
     good = tmp_path / "good.pkl"
     _chumpy_pickle(_standin(standin_dir), good)
-    main([str(good), str(tmp_path / "out.pkl")])
+    with pytest.raises(SystemExit) as not_npz:
+        main([str(good), str(tmp_path / "out.pkl")])
+    assert not_npz.value.code == 2 and "expected a path ending in .npz" in capsys.readouterr().err
+    main([str(good), str(tmp_path / "out.npz")])
     assert "v_template (" in capsys.readouterr().out

@@ -127,8 +127,8 @@ def _cases(tmp: Path, data: str, standin: str) -> dict[str, Case]:
                                      ("--root", "not a folder"), (tmp / "out_none" / "list",)),
         "standin_out_is_a_file": Case("standin", ["--out", str(not_a_dir / "body")],
                                       ("body.standin_dir", "cannot create it"), (not_a_dir / "body",)),
-        "convert_garbage": Case("convert", [str(garbage_pkl), str(tmp / "conv.pkl")],
-                                ("garbage.pkl", "cannot be read"), (tmp / "conv.pkl",)),
+        "convert_garbage": Case("convert", [str(garbage_pkl), str(tmp / "conv.npz")],
+                                ("garbage.pkl", "not a readable SMPL pickle"), (tmp / "conv.npz",)),
         "eval_truncated_checkpoint": Case("eval", ["--checkpoint", str(truncated_model),
                                            "--data", data], ("model.pt", "not a reid3dsl model.pt")),
     }

@@ -1,22 +1,41 @@
-"""Convert an official SMPL pickle (chumpy objects inside) to plain numpy, without chumpy installed.
+"""Read SMPL model files without running their code, and convert official ones to a pickle-free `.npz`.
 
-The licensed SMPL files were written with chumpy, which does not import on numpy >= 1.24. Unpickling
-maps every chumpy class to a shim that only records its pickled state; a chumpy array's value is its
-`x`. Sparse matrices (the joint regressor) become dense arrays, numpy's old module paths are mapped
-to the current ones. `python -m reid3dsl.body.convert IN.pkl OUT.pkl`; smplx loads OUT.pkl directly.
+A SMPL file is a pickle (the official ones hold chumpy objects and a scipy sparse joint regressor; chumpy does
+not import on numpy >= 1.24) or an `.npz`. Pickles go through an unpickler that resolves only numpy's array and
+dtype reconstructors, scipy's compressed sparse matrix classes and chumpy classes (mapped to a shim that only
+records the pickled state; a chumpy array's value is its `x`): any other global — `os.system`, `builtins.eval`,
+smplx's or this project's own classes — is refused before anything is called. `.npz` files are read with
+numpy's `allow_pickle=False`. `read_smpl` returns plain numpy arrays (sparse matrices made dense), which the
+body loader hands to smplx, so smplx never opens the file itself.
+`python -m reid3dsl.body.convert IN.pkl OUT.npz` writes that `.npz` once (the loader prefers it in a folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import pickle
-import pickletools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reid3dsl.body.standin.cache import write_atomic
 from reid3dsl.errors import UserError, cli_main
+
+SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+# (module, name) pairs a numpy array, dtype or scalar pickles to, old and new module paths alike.
+_NUMPY_GLOBALS = frozenset(
+    (f"numpy.{core}.{mod}", name)
+    for core in ("core", "_core")
+    for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+) | {("numpy", "ndarray"), ("numpy", "dtype")}
+# Inert builtins: chumpy objects keep sets in their state.
+_BUILTIN_GLOBALS = frozenset({("__builtin__", "set"), ("builtins", "set"), ("__builtin__", "frozenset"),
+                              ("builtins", "frozenset")})
+# Compressed formats only: their check_format(full_check=True) validates every index before toarray.
+_SPARSE_CLASSES = frozenset({"csc_matrix", "csr_matrix"})
+_ALLOWED = "numpy arrays, scipy csc/csr matrices and chumpy objects"
 
 
 class ChumpyShim:
@@ -31,67 +50,109 @@ class ChumpyShim:
         self.__dict__["state"] = state
 
 
-class _Unpickler(pickle.Unpickler):
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (it would run code or build arbitrary objects)."""
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles written by Python 3 call (as _codecs.encode) to spell bytes, limited to latin1
+    (any codec name would import a module of the encodings package)."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"bytes in encoding {encoding!r}; expected latin1")
+    return text.encode("latin1")
+
+
+class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
         if module == "chumpy" or module.startswith("chumpy."):
             return type(name, (ChumpyShim,), {"chumpy_class": f"{module}.{name}"})
-        if module.startswith("scipy.sparse"):
+        if module.startswith("scipy.sparse") and name in _SPARSE_CLASSES:
             import scipy.sparse
 
             return getattr(scipy.sparse, name)
-        if module == "numpy.core" or module.startswith("numpy.core."):
-            module = "numpy._core" + module[len("numpy.core"):]
-        return super().find_class(module, name)
+        if (module, name) in _NUMPY_GLOBALS or (module, name) in _BUILTIN_GLOBALS:
+            # find_class maps Python 2's __builtin__ to builtins itself
+            return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+        raise RefusedGlobal(f"it refers to {module}.{name}; a SMPL file may hold only {_ALLOWED}")
 
 
-def needs_conversion(path: Path) -> bool:
-    """Whether the pickle at `path` references chumpy (read without executing it)."""
-    with open(path, "rb") as fh:
-        for op, arg, _ in pickletools.genops(fh):
-            if isinstance(arg, str) and arg.startswith("chumpy") and op.name in (
-                    "GLOBAL", "SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINSTRING", "SHORT_BINSTRING"):
-                return True
-    return False
-
-
-def _plain(key: str, value: Any) -> Any:
+def _plain(label: str, key: str, value: Any) -> Any:
     if isinstance(value, ChumpyShim):
         state = value.state
-        if not (isinstance(state, dict) and "x" in state):
-            raise UserError(f"SMPL key '{key}': a {value.chumpy_class} expression, not a chumpy array with a value "
-                            "(expected the official SMPL model files)")
-        return np.asarray(state["x"])
-    if hasattr(value, "toarray") and hasattr(value, "nnz"):  # scipy.sparse matrix
+        if not (isinstance(state, dict) and isinstance(state.get("x"), np.ndarray)):
+            raise UserError(f"{label}: key '{key}' is a {value.chumpy_class} expression, not a chumpy array with a "
+                            "value (expected the official SMPL model files)")
+        return state["x"]
+    if hasattr(value, "check_format"):  # one of _SPARSE_CLASSES
+        value.check_format(full_check=True)
         return np.asarray(value.toarray())
     return value
 
 
-def convert(src: Path, dst: Path) -> dict[str, Any]:
-    """Read the SMPL pickle `src` without chumpy, write a plain-numpy copy to `dst`; → the converted dict."""
-    if not src.is_file():
-        raise UserError(f"SMPL pickle '{src}': not found")
+def _read_pickle(path: Path, label: str) -> dict[str, Any]:
     try:
-        with open(src, "rb") as fh:
-            data = _Unpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
-        raise UserError(f"SMPL pickle '{src}': cannot be read ({exc})") from None
+        with open(path, "rb") as fh:
+            data = _SafeUnpickler(fh, encoding="latin1").load()
+    except RefusedGlobal as exc:
+        raise UserError(f"{label}: refused, {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed pickle raises (MemoryError included)
+        raise UserError(f"{label}: not a readable SMPL pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or "v_template" not in data:
-        raise UserError(f"SMPL pickle '{src}': expected a dict with v_template, shapedirs, J_regressor, ...")
-    out = {k: _plain(k, v) for k, v in data.items()}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(dst, "wb") as fh:
-        pickle.dump(out, fh, protocol=4)
+        raise UserError(f"{label}: expected a dict with {', '.join(SMPL_KEYS)}")
+    try:
+        return {str(k): _plain(label, str(k), v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError, IndexError, MemoryError) as exc:
+        raise UserError(f"{label}: a sparse matrix in it is malformed ({exc})") from None
+
+
+def _read_npz(path: Path, label: str) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as exc:  # noqa: BLE001 - a bad zip, an object array (needs pickle), a lying header ...
+        raise UserError(f"{label}: not a readable SMPL .npz ({type(exc).__name__}: {exc})") from None
+
+
+def read_smpl(path: Path, label: str | None = None) -> dict[str, Any]:
+    """The SMPL-format file `path` (`.npz`, or a pickle read through the allow-list) → its dict with plain numpy
+    arrays. Every problem is one `UserError` starting with `label` (default: the file's name)."""
+    label = label or f"SMPL file '{path}'"
+    if not path.is_file():
+        raise UserError(f"{label}: not found")
+    return _read_npz(path, label) if path.suffix == ".npz" else _read_pickle(path, label)
+
+
+def convert(src: Path, dst: Path) -> dict[str, np.ndarray]:
+    """Read the SMPL file `src` safely and write its numeric arrays to the `.npz` `dst` (atomically)
+    → the arrays written."""
+    if dst.suffix != ".npz":
+        raise UserError(f"output '{dst}': expected a path ending in .npz (the converter writes no pickle)")
+    data = read_smpl(src)
+    out = {k: v for k, v in data.items() if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+    missing = [k for k in SMPL_KEYS if k not in out]
+    if missing:
+        raise UserError(f"SMPL file '{src}': no numeric array for {', '.join(missing)} "
+                        f"(expected {', '.join(SMPL_KEYS)})")
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(dst, buf.getvalue())
+    except OSError as exc:
+        raise UserError(f"output '{dst}': cannot be written ({exc.strerror})") from None
     return out
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reid3dsl.body.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("src", type=Path, help="official SMPL .pkl (with chumpy objects)")
-    parser.add_argument("dst", type=Path, help="where to write the plain-numpy copy")
+    parser.add_argument("src", type=Path, help="official SMPL .pkl (chumpy objects inside) or any SMPL-format file")
+    parser.add_argument("dst", type=Path, help="where to write the plain-numpy copy (.npz)")
     args = parser.parse_args(argv)
     out = convert(args.src, args.dst)
-    shapes = ", ".join(f"{k} {getattr(v, 'shape', '')}".strip() for k, v in out.items())
+    shapes = ", ".join(f"{k} {v.shape}" for k, v in out.items())
     print(f"{args.dst}: {shapes}")
 
 

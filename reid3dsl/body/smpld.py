@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import NamedTuple
 
@@ -102,65 +101,55 @@ class SMPLD(nn.Module):
 def _resolve_model_file(model_path: str) -> Path:
     p = Path(model_path)
     if p.is_dir():
-        for cand in (p / "smpl" / "SMPL_NEUTRAL.pkl", p / "SMPL_NEUTRAL.pkl"):
+        # The converter's pickle-free .npz first, in the folder smplx.create expects and beside it.
+        for cand in (p / "smpl" / "SMPL_NEUTRAL.npz", p / "smpl" / "SMPL_NEUTRAL.pkl",
+                     p / "SMPL_NEUTRAL.npz", p / "SMPL_NEUTRAL.pkl"):
             if cand.is_file():
                 return cand
-        raise UserError(f"body.model_path '{p}': no SMPL_NEUTRAL.pkl in it or in its smpl/ folder "
-                        "(expected a SMPL pickle or a folder holding smpl/SMPL_NEUTRAL.pkl)")
+        raise UserError(f"body.model_path '{p}': no SMPL_NEUTRAL.npz or SMPL_NEUTRAL.pkl in it or in its smpl/ "
+                        "folder (expected a SMPL file or a folder holding smpl/SMPL_NEUTRAL.npz)")
     if not p.is_file():
-        raise UserError(f"body.model_path '{p}': not found (expected a SMPL pickle or a folder holding "
-                        "smpl/SMPL_NEUTRAL.pkl)")
+        raise UserError(f"body.model_path '{p}': not found (expected a SMPL .npz or .pkl, or a folder holding "
+                        "smpl/SMPL_NEUTRAL.npz)")
     return p
 
 
-def _check_pickle(path: Path) -> None:
-    """Fail with the converter's command line if the file holds chumpy objects."""
-    from reid3dsl.body.convert import needs_conversion
-
-    try:
-        chumpy = needs_conversion(path)
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise UserError(f"body.model_path '{path}': not a readable SMPL pickle ({exc})") from None
-    if chumpy:
-        raise UserError(
-            f"body.model_path '{path}': holds chumpy objects, which do not load on current numpy; convert it once "
-            f"with `python -m reid3dsl.body.convert {path} {path.with_name(path.stem + '_numpy.pkl')}` and point "
-            "body.model_path at the converted file"
-        )
-
-
-def _create(path: Path, num_betas: int, vertex_ids: dict[str, int] | None) -> nn.Module:
+def _create(path: Path, label: str, num_betas: int, vertex_ids: dict[str, int] | None) -> nn.Module:
     import smplx
+    from smplx.utils import Struct
 
+    from reid3dsl.body.convert import read_smpl
+
+    # smplx would unpickle the file itself (any code in it would run): it gets the arrays read by read_smpl.
+    data = Struct(**read_smpl(path, label))
     # smplx prints a warning about 10-component models to stdout; keep it in the log instead.
     out = io.StringIO()
-    kwargs = dict(num_betas=num_betas, vertex_ids=vertex_ids, create_betas=False, create_global_orient=False,
-                  create_body_pose=False, create_transl=False)
     try:
         with contextlib.redirect_stdout(out):
-            if path.name == "SMPL_NEUTRAL.pkl" and path.parent.name == "smpl":
-                model = smplx.create(str(path.parent.parent), model_type="smpl", **kwargs)
-            else:
-                model = smplx.SMPL(str(path), **kwargs)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, pickle.UnpicklingError, EOFError) as exc:
-        # A readable pickle of something else (keys missing, wrong shapes): smplx fails deep inside.
-        raise UserError(f"body.model_path '{path}': not a SMPL model ({type(exc).__name__}: {exc}); expected a "
-                        "pickle with v_template, shapedirs, posedirs, J_regressor, weights, kintree_table, f") from None
+            model = smplx.SMPL(str(path), data_struct=data, num_betas=num_betas, vertex_ids=vertex_ids,
+                               create_betas=False, create_global_orient=False, create_body_pose=False,
+                               create_transl=False)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A readable file of something else (keys missing, wrong shapes): smplx fails deep inside.
+        raise UserError(f"{label}: not a SMPL model ({type(exc).__name__}: {exc}); expected arrays "
+                        "v_template, shapedirs, posedirs, J_regressor, weights, kintree_table, f") from None
     if out.getvalue().strip():
         log.info("smplx: %s", out.getvalue().strip())
     return model
 
 
 def load_body_model(cfg: BodyConfig) -> SMPLD:
-    """The body model of `cfg`: the SMPL file at body.model_path, else the stand-in in body.standin_dir
-    (generated there first if missing). A vertex_ids.json beside the pickle replaces smplx's vertex ids."""
+    """The body model of `cfg`: the SMPL file at body.model_path (.npz, or a pickle read by
+    `convert.read_smpl`'s allow-list), else the stand-in in body.standin_dir (generated there first if
+    missing). A vertex_ids.json beside the file replaces smplx's vertex ids."""
     from reid3dsl.body.standin import ensure_standin, standin_paths
 
     if cfg.model_path:
         path = _resolve_model_file(cfg.model_path)
+        label = f"body.model_path '{path}'"
     else:
         path = standin_paths(ensure_standin(cfg.standin_dir, cfg.standin_resolution, cfg.standin_seed))[0]
-    _check_pickle(path)
+        label = f"stand-in body '{path}'"
     ids_path = path.parent / "vertex_ids.json"
     vertex_ids = None
     if ids_path.is_file():
@@ -168,7 +157,7 @@ def load_body_model(cfg: BodyConfig) -> SMPLD:
             vertex_ids = {k: int(v) for k, v in json.loads(ids_path.read_text()).items()}
         except (ValueError, TypeError, AttributeError):
             raise UserError(f"{ids_path}: expected a JSON object of vertex indices") from None
-    model = _create(path, cfg.num_betas, vertex_ids)
+    model = _create(path, label, cfg.num_betas, vertex_ids)
     num_vertices = int(model.v_template.shape[0])
     if model.num_betas < cfg.num_betas:
         raise UserError(f"body.num_betas = {cfg.num_betas}: the body model '{path}' has only {model.num_betas} "

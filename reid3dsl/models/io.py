@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from reid3dsl.config import REDACTED, Config, load_config
+from reid3dsl.config import Config, from_redacted, load_config
 from reid3dsl.errors import UserError
 from reid3dsl.models.threedsl import ThreeDSL, is_estimator
 
@@ -40,18 +40,16 @@ def save_model(model: ThreeDSL, cfg: Config, num_classes: int, path: Path) -> Pa
 
 
 def read_model(path: str | Path) -> SavedModel:
-    """A model.pt → its contents. Secrets were redacted on export; they come back unset (give them again through
-    the config or the environment). Anything else than a model.pt of `save_model` is one `UserError`."""
+    """A model.pt → its contents. Secrets were redacted on export; they come back from this process's environment
+    or unset. Anything else than a model.pt of `save_model` is one `UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file '{path}': not found (expected a model.pt exported by the training job)")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         tree = saved["config"]
-        for section in tree.values():
-            for key, value in list(section.items()):
-                if value == REDACTED:
-                    section[key] = None
+        if not (isinstance(tree, dict) and all(isinstance(v, dict) for v in tree.values())):
+            raise TypeError("config is not a mapping of sections")
         state = dict(saved["state_dict"])
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise TypeError("state_dict holds something other than named tensors")
@@ -59,7 +57,7 @@ def read_model(path: str | Path) -> SavedModel:
     except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
         raise UserError(f"model file '{path}': not a reid3dsl model.pt ({type(exc).__name__})") from None
     try:
-        config = Config.model_validate(tree)
+        config = from_redacted(tree)
     except ValidationError as exc:  # e.g. written by a version with a config key this one no longer has
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -142,6 +142,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def loop_config(cfg: Config, run_id: str) -> dict[str, Any]:
+    """What the driver sends every worker: the config with its secrets redacted (Ray keeps it in the trainer's
+    state and shows it to whoever can read the cluster) and the MLflow run. Workers take secrets from their own
+    environment (`config.from_redacted`)."""
+    return {"config": cfg.to_dict(redact=True), "run_id": run_id}
+
+
 def run_job(cfg: Config) -> dict[str, Any]:
     """Train and evaluate as `cfg` says → the final metrics of rank 0."""
     import ray.train
@@ -152,13 +159,14 @@ def run_job(cfg: Config) -> dict[str, Any]:
     setup_logging(None)
     start = time.perf_counter()
     cfg = prepare(cfg)
+    tracking.export_credentials(cfg)  # before a local Ray starts: its workers inherit them
     _init_ray(cfg)
     use_gpu = _use_gpu(cfg)
     run_id, resumed = tracking.start_run(cfg, resume=bool(run_checkpoints(cfg)))
     storage_path, storage_fs = storage(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(redact=False), "run_id": run_id},
+        train_loop_config=loop_config(cfg, run_id),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.cluster.num_workers, use_gpu=use_gpu,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from reid3dsl.config import Config
+from reid3dsl.config import Config, from_redacted
 from reid3dsl.log import progress, setup_logging
 from reid3dsl.precision import Precision, resolve_precision
 from reid3dsl.profiling import section
@@ -210,7 +210,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    cfg = Config.model_validate(loop_config["config"])
+    cfg = from_redacted(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     setup_logging(rank)

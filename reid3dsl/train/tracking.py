@@ -9,11 +9,14 @@ restart from that checkpoint never logs a step twice and MLflow shows one contin
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from reid3dsl.config import PLAIN_NAME_RULE, Config, is_plain_name
+from pydantic import SecretStr
+
+from reid3dsl.config import ENV_FIELDS, PLAIN_NAME_RULE, Config, is_plain_name
 
 log = logging.getLogger(__name__)
 NAME_TAG = "reid3dsl.job"
@@ -34,14 +37,21 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+def export_credentials(cfg: Config) -> None:
+    """Put the config's MLflow credentials into this process's environment: MLflow takes them from there only,
+    and a Ray started by this process passes its environment on to its workers (never through the job's
+    config, Ray's runtime_env or a command line, which Ray's dashboard and `ps` show)."""
+    for key in ("token", "username", "password"):
+        value = getattr(cfg.tracking, key)
+        if value is not None:
+            os.environ[ENV_FIELDS[f"tracking.{key}"][0]] = (
+                value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+
 def _client(cfg: Config) -> Any:
     import mlflow
 
-    if cfg.tracking.token is not None:
-        import os
-
-        # MLflow reads its token only from the environment; set it for this process only, never logged.
-        os.environ.setdefault("MLFLOW_TRACKING_TOKEN", cfg.tracking.token.get_secret_value())
+    export_credentials(cfg)
     return mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
 
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1  # bump when the generated model changes, so cached copies are regenerated
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename (safe when several processes generate at once)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
@@ -55,9 +55,9 @@ def ensure_standin(out_dir: str | Path, resolution: str = "low", seed: int = 0, 
         raise UserError(f"body.standin_dir '{out_dir}': cannot create it ({exc.strerror})") from None
     log.info("generating the stand-in body (%s, seed %d) in %s", resolution, seed, pkl.parent)
     model = generate(resolution, seed)
-    _write_atomic(ids_path, json.dumps(model.vertex_ids, indent=1).encode())
-    _write_atomic(pkl, pickle.dumps(model.smpl, protocol=4))
-    _write_atomic(meta_path, json.dumps(meta).encode())
+    write_atomic(ids_path, json.dumps(model.vertex_ids, indent=1).encode())
+    write_atomic(pkl, pickle.dumps(model.smpl, protocol=4))
+    write_atomic(meta_path, json.dumps(meta).encode())
     return Path(out_dir)
 
 
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     out = ensure_standin(args.out, args.resolution, args.seed, force=args.force)
+    from reid3dsl.body.convert import read_smpl
+
     pkl = standin_paths(out)[0]
-    with open(pkl, "rb") as fh:
-        data = pickle.load(fh)
+    data = read_smpl(pkl)
     print(f"{pkl}: {data['v_template'].shape[0]} vertices, {data['f'].shape[0]} faces, "
           f"{data['shapedirs'].shape[-1]} shape components")
