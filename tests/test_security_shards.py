@@ -239,6 +239,7 @@ def test_shards_inspect_refuses_a_pipe_shard_name_in_one_line_without_running_it
     root = Path(toy_shards(tmp_path / "toy", ids=2, per_id=2))
     _point_index_at(root, "pipe:touch X")
     monkeypatch.chdir(root)
+    capsys.readouterr()  # the fixture's own log line (once an earlier test has set up logging), not the CLI's
     with pytest.raises(SystemExit) as exit_info:
         main(["inspect", "."])
     err = capsys.readouterr().err
