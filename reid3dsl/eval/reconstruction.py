@@ -86,10 +86,7 @@ def beta_visibility(cfg: Config, sizes: list[tuple[int, int]], people: int = 16,
     the body fills to 86 %, as the embedded data set frames them), the mask pixels that moving each β dimension
     from 0 to +1 changes, per render size (H, W): {"HxW": {"changed_px": [per dimension], "body_px": mean mask
     area}}. Stature (mostly β_0 for the stand-in) changes little: the framing removes it."""
-    from pytorch3d.transforms import axis_angle_to_matrix
-
-    from reid3dsl.body.constants import UPRIGHT_FACING_CAMERA
-    from reid3dsl.body.prior import StandinPrior
+    from reid3dsl.body.prior import StandinPrior, upright_orientation
     from reid3dsl.body.render import TexturedRenderer
     from reid3dsl.body.smpld import load_body_model
     from reid3dsl.data.synth.renderer import detector_framing
@@ -98,9 +95,7 @@ def beta_visibility(cfg: Config, sizes: list[tuple[int, int]], people: int = 16,
     renderer = TexturedRenderer(cfg.body)
     g = torch.Generator().manual_seed(seed)
     pose = StandinPrior(body.num_betas).sample(people, g)[0].clone()
-    heading = torch.rand(people, generator=g) * 2 * np.pi
-    yaw = axis_angle_to_matrix(heading[:, None] * torch.tensor([0.0, 1.0, 0.0]))
-    pose[:, 0] = torch.tensor(UPRIGHT_FACING_CAMERA) @ yaw
+    pose[:, 0] = upright_orientation(torch.rand(people, generator=g) * 2 * np.pi)
 
     def masks(betas: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         verts = body(betas, pose).vertices

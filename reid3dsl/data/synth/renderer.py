@@ -66,19 +66,16 @@ class ShotRenderer:
 
     def render(self, shots: list[Shot], poses: torch.Tensor, rng: np.random.Generator) -> list[Sample]:
         """Shots with body poses (n, 24, 3, 3) → samples (heading, framing, light, background from `rng`)."""
-        from pytorch3d.transforms import axis_angle_to_matrix
-
-        from reid3dsl.body.constants import UPRIGHT_FACING_CAMERA
+        from reid3dsl.body.prior import upright_orientation
 
         plan, n = self.plan, len(shots)
         h, w = plan.size
         cameras = [plan.cameras[s.camera] for s in shots]
         heading = torch.from_numpy(rng.uniform(0, 2 * math.pi, n)).float()
-        yaw = axis_angle_to_matrix(heading[:, None] * torch.tensor([0.0, 1.0, 0.0]))
         # A camera looking down by theta sees the body's up axis tilted towards it: a rotation about x by +theta.
         pitch = torch.stack([_rotation_x(c.pitch_deg) for c in cameras])
         pose = poses.clone()
-        pose[:, 0] = pitch @ torch.tensor(UPRIGHT_FACING_CAMERA) @ yaw
+        pose[:, 0] = pitch @ upright_orientation(heading)
         betas = torch.tensor([plan.person(s.pid).betas for s in shots], dtype=torch.float32)
         body = self.model(betas, pose)
         verts = body.vertices
