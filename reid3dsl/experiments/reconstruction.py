@@ -3,7 +3,8 @@
 The reconstruction check of the 3D stream: one training job with the ablation's 3DSL configuration, evaluated
 every `--every` epochs on the configured identities (`eval.split`: test to report, val to choose), then the
 curve of the reconstruction figures over the run — silhouette IoU, keypoint error in pixels of a 128-px crop,
-β recovery r and shape identification — against the targets, printed and written as JSON. Resumable: the job
+β recovery r and shape identification — against the targets, printed and written as JSON with the final CC/SC
+identity figures (what a setting costs ReID). Resumable: the job
 is named after its results file, so a rerun with the same `--out` continues from that job's latest checkpoint
 (a finished job is re-evaluated), and a run with other settings written elsewhere starts a job of its own.
 
@@ -24,6 +25,9 @@ from reid3dsl.errors import UserError, cli_main
 
 FIGURES = ("eval/3d/silhouette_iou", "eval/3d/keypoint_error_px", "eval/3d/beta_r", "eval/3d/beta_r_raw",
            "eval/3d/beta_identification", "eval/3d/beta_identification_chance")
+# The identity figures kept next to the reconstruction's: what a setting that helps the 3D stream costs ReID.
+IDENTITY = tuple(f"eval/{protocol}/{feature}/{metric}" for protocol in ("cc", "sc")
+                 for feature in ("fused", "rgb", "shape") for metric in ("rank1", "mAP"))
 # The targets of the reconstruction issue: (figure, target, whether higher is better).
 TARGETS = (("eval/3d/silhouette_iou", 0.75, True), ("eval/3d/keypoint_error_px", 4.0, False),
            ("eval/3d/beta_r", 0.7, True))
@@ -110,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus_per_worker": cfg.cluster.cpus_per_worker},
         "split": cfg.eval.split, "steps": final.get("step"),
         "final": {k: final[k] for k in FIGURES if k in final},
+        "identity": {k: final[k] for k in IDENTITY if k in final},
         "targets": {name: {"target": target, "higher_is_better": higher, "met": met.get(name)}
                     for name, target, higher in TARGETS},
         "curve": rows,
     }, indent=1))
     print(format_curve(rows))
+    print("identity: " + ", ".join(f"{name.removeprefix('eval/')} {100 * final[name]:.1f}" for name in IDENTITY
+                                   if name in final and name.endswith("rank1")))
     print("targets: " + ", ".join(f"{name.removeprefix('eval/3d/')} {'met' if ok else 'missed'}"
                                   for name, ok in met.items()))
     print(f"results: {out}")
