@@ -2,7 +2,8 @@
 # that renders cluster/aws.yaml and cluster/rayjob.yaml (cluster/render.sh); tests/test_deploy_static.py
 # checks that it exports every ${REID3DSL_*} variable those manifests use. REID3DSL_PODS_ROLE_ARN is empty
 # without eks_oidc_provider_arn, and REID3DSL_IMAGE without image_tag, so rendering then stops and names it.
-# Nothing secret is exported: REID3DSL_MLFLOW_SECRET is the ARN of the password, which the nodes read themselves.
+# Nothing secret is exported: REID3DSL_MLFLOW_SECRET and REID3DSL_CHECKPOINT_SECRET are the ARNs of MLflow's
+# password and of the checkpoint key, which the nodes read themselves.
 
 output "bucket" {
   description = "The S3 bucket."
@@ -39,6 +40,11 @@ output "mlflow_password_secret" {
   value       = aws_secretsmanager_secret.mlflow_password.arn
 }
 
+output "checkpoint_key_secret" {
+  description = "Secrets Manager ARN of the key that signs checkpoint manifests (REID3DSL_CHECKPOINT_KEY on the nodes)."
+  value       = aws_secretsmanager_secret.checkpoint_key.arn
+}
+
 output "mlflow_user" {
   description = "MLflow user of the Ray nodes (the basic-auth app's admin)."
   value       = local.mlflow_user
@@ -60,6 +66,7 @@ output "cluster_env" {
     export REID3DSL_MLFLOW_URI=${local.tracking_uri}
     export REID3DSL_MLFLOW_USER=${local.mlflow_user}
     export REID3DSL_MLFLOW_SECRET=${aws_secretsmanager_secret.mlflow_password.arn}
+    export REID3DSL_CHECKPOINT_SECRET=${aws_secretsmanager_secret.checkpoint_key.arn}
     export REID3DSL_AMI=${local.ami_id}
     export REID3DSL_SUBNET=${local.subnet_ids[0]}
     export REID3DSL_SECURITY_GROUP=${aws_security_group.ray.id}

@@ -9,11 +9,11 @@ This module is the only place that reads the environment. Any bad key, type or r
 one line naming the key, the value and what was expected (`ConfigError`, a `UserError`, so CLIs exit 2).
 `to_yaml()` dumps the resolved config with secrets redacted, for MLflow.
 
-Secrets are the `SecretStr` fields (tracking.token, tracking.password): `to_dict`, `to_yaml` and `flat` show them
-as '***', and `from_redacted` turns such a dict back into a config whose secrets come from this process's
-environment. A password in `tracking.uri` (`http://user:password@host`) is moved into tracking.username and
-tracking.password when the config is loaded, so the URI itself never carries it; a config holding a password in
-any URL is refused (URLs are logged and stored as they are).
+Secrets are the `SecretStr` fields (tracking.token, tracking.password, cluster.checkpoint_key): `to_dict`,
+`to_yaml` and `flat` show them as '***', and `from_redacted` turns such a dict back into a config whose secrets
+come from this process's environment. A password in `tracking.uri` (`http://user:password@host`) is moved into
+tracking.username and tracking.password when the config is loaded, so the URI itself never carries it; a config
+holding a password in any URL is refused (URLs are logged and stored as they are).
 """
 
 from __future__ import annotations
@@ -263,6 +263,9 @@ class ClusterConfig(_Section):
     storage_path: str = Field("runs", description="checkpoint storage: local folder or s3://bucket/prefix")
     name: str = Field("reid3dsl", description="job name: its checkpoint folder and MLflow run tag")
     max_failures: int = Field(2, ge=-1)
+    checkpoint_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of checkpoint manifests, the same on every node and across restarts "
+        "(env: REID3DSL_CHECKPOINT_KEY); None: unsigned")
 
     @field_validator("name")
     @classmethod
@@ -333,6 +336,7 @@ ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "tracking.username": ("MLFLOW_TRACKING_USERNAME",),
     "tracking.password": ("MLFLOW_TRACKING_PASSWORD",),
     "cluster.address": ("RAY_ADDRESS",),
+    "cluster.checkpoint_key": ("REID3DSL_CHECKPOINT_KEY",),
 }
 
 

@@ -1,7 +1,9 @@
-"""Shared test fixtures: a local S3 server (moto, loopback only) and small shard data sets."""
+"""Shared test fixtures: fake AWS credentials, a local S3 server (moto, loopback only), small shard data sets, one
+local Ray whose workers hold a checkpoint key."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,26 +94,39 @@ def toy_shards() -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One local Ray for the whole session (start-up dominates small runs): 2 CPUs, no dashboard."""
+def checkpoint_key() -> str:
+    """The checkpoint key (REID3DSL_CHECKPOINT_KEY) in the environment of `ray_local`'s workers."""
+    return "session-checkpoint-key-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def ray_local(checkpoint_key: str) -> Iterator[None]:
+    """One local Ray for the whole session (start-up dominates small runs): 2 CPUs, no dashboard. Its workers have
+    `checkpoint_key` in their environment, as every node of a cluster has it; this process does not keep it, so
+    configs loaded here are unchanged (`smoke_args` gives the key to the driver's config)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REID3DSL_CHECKPOINT_KEY", checkpoint_key)  # Ray's processes take this process's environment
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
-def smoke_args(tmp_path_factory: pytest.TempPathFactory, standin_dir: str) -> Callable[..., list[str]]:
+def smoke_args(
+    tmp_path_factory: pytest.TempPathFactory, standin_dir: str, checkpoint_key: str
+) -> Callable[..., list[str]]:
     """`--set` overrides that run configs/smoke.yaml inside a temporary folder (its synthesized data shared by
-    the session): `smoke_args(workdir, name)` → data, body, storage and MLflow settings for that run."""
+    the session): `smoke_args(workdir, name)` → data, body, storage and MLflow settings for that run, and the
+    checkpoint key (redacted in what the driver sends; `ray_local`'s workers take it from their environment)."""
     data_root = tmp_path_factory.mktemp("smoke-data") / "smoke"
 
     def make(workdir: Path, name: str = "smoke") -> list[str]:
         return [
             f"data.root={data_root}", f"body.standin_dir={standin_dir}",
             f"cluster.storage_path={workdir / 'runs'}", f"cluster.name={name}",
-            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"cluster.checkpoint_key={checkpoint_key}",
         ]
 
     return make

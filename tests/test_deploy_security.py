@@ -154,9 +154,9 @@ def test_nodes_cannot_erase_checkpoint_history_or_touch_other_prefixes() -> None
 def test_generated_passwords_are_write_only_and_never_in_state() -> None:
     tf = terraform()
     assert not [k for k in tf["resource"] if k[0] == "random_password"], "a random_password resource is in the state"
-    assert {k for k in tf["ephemeral"] if k[0] == "random_password"} == {("random_password", "db"),
-                                                                          ("random_password", "mlflow")}
-    for name in ("db_password", "mlflow_password"):
+    assert {k for k in tf["ephemeral"] if k[0] == "random_password"} == {
+        ("random_password", "db"), ("random_password", "mlflow"), ("random_password", "checkpoint_key")}
+    for name in ("db_password", "mlflow_password", "checkpoint_key"):
         version = tf["resource"][("aws_secretsmanager_secret_version", name)]
         assert "secret_string" not in version and version["secret_string_wo"].startswith("${ephemeral.")
     db = tf["resource"][("aws_db_instance", "mlflow")]
@@ -196,45 +196,52 @@ def test_nothing_secret_is_written_in_the_terraform_or_the_manifests() -> None:
         assert "password.result" not in str(out) and "secret_string" not in str(out), name
 
 
-def test_nodes_read_only_mlflows_password_and_mlflow_reads_only_its_two() -> None:
-    (node,) = policy("node_mlflow_secret")
-    assert node["actions"] == ["secretsmanager:GetSecretValue"]
-    assert node["resources"] == ["${aws_secretsmanager_secret.mlflow_password.arn}"], "nodes must not read the DB's"
+def test_nodes_read_only_mlflows_password_and_the_checkpoint_key_and_mlflow_reads_only_its_two() -> None:
+    for name, secret in (("node_mlflow_secret", "mlflow_password"), ("node_checkpoint_key", "checkpoint_key")):
+        (node,) = policy(name)
+        assert node["actions"] == ["secretsmanager:GetSecretValue"]
+        assert node["resources"] == [f"${{aws_secretsmanager_secret.{secret}.arn}}"], "nodes must not read the DB's"
+        attached = terraform()["resource"][("aws_iam_role_policy_attachment", name)]
+        assert "head" in str(attached["for_each"]) and "worker" in str(attached["for_each"])
     (task,) = policy("mlflow_secret")
     assert task["actions"] == ["secretsmanager:GetSecretValue"]
     assert sorted(task["resources"]) == ["${aws_secretsmanager_secret.db_password.arn}",
                                          "${aws_secretsmanager_secret.mlflow_password.arn}"]
-    attached = terraform()["resource"][("aws_iam_role_policy_attachment", "node_mlflow_secret")]
-    assert "head" in str(attached["for_each"]) and "worker" in str(attached["for_each"])
 
 
-def test_cluster_launcher_reads_mlflows_password_into_a_private_file_and_no_command_line(tmp_path: Path) -> None:
-    """Runs the rendered initialization command with a fake `aws` as the only program on PATH: the password
-    reaches a mode-600 env file that Docker reads (--env-file), and no program gets it as an argument."""
+def test_cluster_launcher_reads_mlflows_password_and_the_checkpoint_key_into_a_private_file_and_no_command_line(
+    tmp_path: Path
+) -> None:
+    """Runs the rendered initialization command with a fake `aws` as the only program on PATH (it answers each
+    secret's ARN with its own value): the password and the key reach a mode-600 env file that Docker reads
+    (--env-file), and no program gets either as an argument."""
     (config,) = rendered("aws.yaml")
     env_file_option = [o for o in config["docker"]["run_options"] if o.startswith("--env-file ")]
     assert len(env_file_option) == 1
     env_file = env_file_option[0].split(None, 1)[1]
     (command,) = [c for c in config["initialization_commands"] if "secretsmanager" in c]
     assert env_file in command
-    password = "Pw0rdFromSecretsManager0123456789abcdef"
+    env = fake_env()
+    password, key = "Pw0rdFromSecretsManager0123456789abcdef", "CheckpointKeyFromSecretsManager0123456789"
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     calls = tmp_path / "calls"
-    (fake_bin / "aws").write_text(f'#!/bin/bash\necho "$*" >> {calls}\necho {password}\n')
+    (fake_bin / "aws").write_text(f'#!/bin/bash\necho "$*" >> {calls}\n'
+                                  f'case "$*" in *{env["REID3DSL_CHECKPOINT_SECRET"]}*) echo {key} ;; '
+                                  f'*) echo {password} ;; esac\n')
     (fake_bin / "aws").chmod(0o755)
-    local_file = tmp_path / "home" / "reid3dsl-mlflow.env"
+    local_file = tmp_path / "home" / "reid3dsl-secrets.env"
     local_file.parent.mkdir()
     done = subprocess.run(["/bin/bash", "-c", command.replace(env_file, str(local_file))],
                           env={"PATH": str(fake_bin)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    env = fake_env()
     assert local_file.read_text() == f"MLFLOW_TRACKING_USERNAME={env['REID3DSL_MLFLOW_USER']}\n" \
-                                     f"MLFLOW_TRACKING_PASSWORD={password}\n"
+                                     f"MLFLOW_TRACKING_PASSWORD={password}\nREID3DSL_CHECKPOINT_KEY={key}\n"
     assert stat.S_IMODE(local_file.stat().st_mode) == 0o600
     argv = calls.read_text()
-    assert env["REID3DSL_MLFLOW_SECRET"] in argv and password not in argv
-    assert password not in command
+    assert env["REID3DSL_MLFLOW_SECRET"] in argv and env["REID3DSL_CHECKPOINT_SECRET"] in argv
+    assert password not in argv and key not in argv
+    assert password not in command and key not in command
 
 
 def test_cluster_launcher_stops_when_the_secret_cannot_be_read(tmp_path: Path) -> None:
@@ -245,23 +252,24 @@ def test_cluster_launcher_stops_when_the_secret_cannot_be_read(tmp_path: Path) -
     fake_bin.mkdir()
     (fake_bin / "aws").write_text("#!/bin/bash\necho 'AccessDeniedException' >&2\nexit 254\n")
     (fake_bin / "aws").chmod(0o755)
-    local_file = tmp_path / "reid3dsl-mlflow.env"
+    local_file = tmp_path / "reid3dsl-secrets.env"
     done = subprocess.run(["/bin/bash", "-c", command.replace(env_file, str(local_file))],
                           env={"PATH": str(fake_bin)}, capture_output=True, text=True)
     assert done.returncode != 0 and not local_file.exists()
 
 
-def test_kuberay_pods_get_mlflows_credentials_from_a_kubernetes_secret() -> None:
+def test_kuberay_pods_get_mlflows_credentials_and_the_checkpoint_key_from_kubernetes_secrets() -> None:
     (job,) = [d for d in rendered("rayjob.yaml") if d["kind"] == "RayJob"]
     spec = job["spec"]
     pods = [spec["submitterPodTemplate"], spec["rayClusterSpec"]["headGroupSpec"]["template"]]
     pods += [g["template"] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
     for pod in pods:
         variables = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
-        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "REID3DSL_CHECKPOINT_KEY"):
             assert "secretKeyRef" in variables[name]["valueFrom"], name
     header = (CLUSTER / "rayjob.yaml").read_text().split("apiVersion")[0]
     assert "--from-literal=auth_token" not in header and "--from-file=password=/dev/stdin" in header
+    assert "--from-file=key=/dev/stdin" in header and "$REID3DSL_CHECKPOINT_SECRET" in header
 
 
 # --- MLflow: authentication, private network ---------------------------------------------------------------------

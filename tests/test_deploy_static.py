@@ -225,6 +225,7 @@ def fake_env() -> dict[str, str]:
         "REID3DSL_MLFLOW_URI": "http://mlflow.reid3dsl.internal:5000",
         "REID3DSL_MLFLOW_USER": "reid3dsl",
         "REID3DSL_MLFLOW_SECRET": "arn:aws:secretsmanager:us-west-2:123456789012:secret:reid3dsl/mlflow/pw-AbCdEf",
+        "REID3DSL_CHECKPOINT_SECRET": "arn:aws:secretsmanager:us-west-2:123456789012:secret:reid3dsl/ckpt-AbCdEf",
         "REID3DSL_AMI": "ami-0123456789abcdef0",
         "REID3DSL_SUBNET": "subnet-0123456789abcdef0",
         "REID3DSL_SECURITY_GROUP": "sg-0123456789abcdef0",

@@ -1,22 +1,31 @@
 """Bad numbers: a NaN/Inf loss term or gradient skips the step for both engines (the network's and the
 discriminator's) and is counted; `train.max_bad_steps` such steps in a row abort, naming what went bad first.
-One process under DeepSpeed; the faults are injected into a batch and into gradients (tensor hooks)."""
+One process under DeepSpeed; the faults are injected into a batch and into gradients (tensor hooks). Then two
+Ray workers, each with a fault the other does not have: both skip the same steps, and the samples skipped for
+corrupt data add up over the ranks to those planted in the shards (`data/skipped`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from test_data_corrupt import rewrite_members
 
-from reid3dsl.config import Config, load_config
+from reid3dsl.config import Config, StorageConfig, load_config
+from reid3dsl.data.index import load_index
 from reid3dsl.precision import Precision, resolve_precision
 from reid3dsl.train.checkpoint import TrainState
 from reid3dsl.train.components import Components, build_components
-from reid3dsl.train.loop import init_engines, train_step
+from reid3dsl.train.loop import init_engines, sum_over_ranks, train_step
 
 CPU = torch.device("cpu")
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +33,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, toy_shards: Callable[...
     return toy_shards(tmp_path_factory.mktemp("nan") / "toy", ids=8, per_id=6, size=(64, 32))
 
 
-def _setup(root: str, body_dir: str, *overrides: str) -> tuple[Config, Components, Any, Any, Precision]:
-    cfg = load_config("configs/smoke.yaml", [
+def _setup(root: str, body_dir: str, *overrides: str, rank: int = 0,
+           world: int = 1) -> tuple[Config, Components, Any, Any, Precision]:
+    cfg = load_config(SMOKE, [
         f"data.root={root}", "data.synthesize=false", f"body.standin_dir={body_dir}", "train.batch_size=8",
         "data.imgs_per_id=2", "loss.silhouette_fraction=0.25", *overrides,
     ])
-    parts = build_components(cfg, CPU, 0, 1, None)
+    parts = build_components(cfg, CPU, rank, world, None)
     precision = resolve_precision(cfg.train.precision, CPU)
-    engine, disc_engine = init_engines(cfg, parts, precision, 1)
+    engine, disc_engine = init_engines(cfg, parts, precision, world)
     return cfg, parts, engine, disc_engine, precision
 
 
@@ -113,3 +123,88 @@ def test_non_finite_loss_steps_are_skipped_and_a_streak_aborts_naming_the_first_
     fault.remove()
     assert state.skipped_steps == 4
 
+
+
+# Corrupt images planted in the two training shards (one per rank): within the first 64 samples each rank reads,
+# which its shuffle buffer (64) reads before the first batch, and far from the end of its 120-sample shard.
+PLANTED = ("train/001_03.jpg", "train/002_05.jpg", "train/005_03.jpg", "train/006_05.jpg")
+
+
+def _digest(*modules: torch.nn.Module) -> str:
+    """One hash of every parameter of `modules`: equal digests, equal weights."""
+    sha = hashlib.sha256()
+    for module in modules:
+        for p in module.parameters():
+            sha.update(p.detach().cpu().numpy().tobytes())
+    return sha.hexdigest()
+
+
+def _two_rank_worker(config: dict[str, Any]) -> None:
+    """One of two Ray Train workers: four steps; rank 1's batch has NaN keypoints in step 2, rank 0's network
+    gradients are NaN in step 3. Writes what this rank saw to `config["out"]/rank<r>.json`."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    cfg, parts, engine, disc_engine, prec = _setup(config["root"], config["body"], rank=rank, world=2)
+    state, skipped, applied, digests = TrainState(), 0, [], []
+    for step in range(1, 5):
+        batch = next(parts.train_batches)
+        skipped += int(batch["skipped"])  # as the loop counts data/skipped
+        fault = None
+        if step == 2 and rank == 1:
+            batch["keypoints"] = batch["keypoints"].clone()
+            batch["keypoints"][0, :, 0] = float("nan")
+        if step == 3 and rank == 0:
+            fault = _poison(next(p for p in engine.module.parameters() if p.requires_grad))
+        state.step = step
+        applied.append(_step(cfg, parts, engine, disc_engine, prec, state, batch) is not None)
+        if fault is not None:
+            fault.remove()
+        digests.append(_digest(engine.module, disc_engine.module))
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps({
+        "applied": applied, "skipped_steps": state.skipped_steps, "first_bad": state.first_bad,
+        "digests": digests, "data_skipped": sum_over_ranks(skipped),
+    }))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(
+    ray_local: None, tmp_path_factory: pytest.TempPathFactory, toy_shards: Callable[..., str], standin_dir: str
+) -> list[dict[str, Any]]:
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    tmp = tmp_path_factory.mktemp("two-ranks")
+    root = toy_shards(tmp / "toy", ids=8, per_id=30, shard_size=120, size=(64, 32))
+    shards = load_index(root, StorageConfig()).split("train").shards
+    assert len(shards) == 2
+    for shard in shards:
+        rewrite_members(Path(shard.url), lambda name, data: b"not a jpeg" if name in PLANTED else data)
+    out = tmp / "out"
+    out.mkdir()
+    # Ray's workers cannot import this test module: its functions travel by value.
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        TorchTrainer(
+            _two_rank_worker, train_loop_config={"root": root, "body": standin_dir, "out": str(out)},
+            scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False),
+            run_config=ray.train.RunConfig(name="two-ranks", storage_path=str(tmp / "ray")),
+        ).fit()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_a_non_finite_step_on_one_of_two_ranks_is_skipped_on_both_and_skipped_samples_add_up(
+    two_ranks: list[dict[str, Any]]
+) -> None:
+    for rank in two_ranks:
+        assert rank["applied"] == [True, False, False, True], "a rank updated on a step another skipped"
+        assert rank["skipped_steps"] == 2 and rank["first_bad"] == "loss/keypoint"
+        digests = rank["digests"]
+        assert digests[0] == digests[1] == digests[2] != digests[3], "weights moved on a skipped step"
+    assert two_ranks[0]["digests"] == two_ranks[1]["digests"], "the ranks' weights drifted apart"
+    assert two_ranks[0]["data_skipped"] == two_ranks[1]["data_skipped"] == len(PLANTED)

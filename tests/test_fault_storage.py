@@ -266,7 +266,7 @@ def test_checkpoint_upload_retries_through_a_storage_outage(
     payload = {"model/weights.pt": b"w" * 3_000_000, "train_state.json": b'{"epoch": 1}'}
     for name, data in payload.items():
         (local / name).write_bytes(data)
-    write_manifest(local, 0, 1)
+    write_manifest(local, 0, 1, "job", None)
     cfg = load_config(None, [
         f"cluster.storage_path=s3://{bucket}/runs", "cluster.name=job", f"storage.endpoint={endpoint.url}",
         f"storage.region={REGION}", "storage.retries=2", "storage.backoff=2.0",

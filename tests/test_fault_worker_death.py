@@ -1,12 +1,13 @@
 """A training worker is killed mid-epoch (SIGKILL, like the OOM killer or a crashed process): Ray Train restarts
 the workers from the latest checkpoint (`FailureConfig(max_failures)`) and the run ends with the optimizer steps of
 an uninterrupted run, at most one checkpoint interval of work repeated and one continuous MLflow run. The same run
-carries fake credentials (environment and config) that must appear in no log, MLflow param, tag or artifact, and
-no checkpoint. Then its latest checkpoint is truncated: a rerun says so in one warning and resumes from the
-previous one."""
+carries fake credentials (environment and config) and the session's checkpoint key, which must appear in no log,
+MLflow param, tag or artifact, and no checkpoint. Then its latest checkpoint (signed manifests) is truncated: a
+rerun says so in one warning and resumes from the previous one."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -115,7 +116,7 @@ def _optimizer_steps(checkpoint: Path) -> tuple[int, int]:
     """(global_steps, skipped_steps) of the network's DeepSpeed engine saved in `checkpoint`."""
     import torch
 
-    states = torch.load(checkpoint / "model" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    states = torch.load(checkpoint / "model" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)
     return int(states["global_steps"]), int(states["skipped_steps"])
 
 
@@ -156,12 +157,12 @@ def _scan(paths: list[Path], secrets: list[str]) -> list[str]:
 
 
 def test_credentials_appear_in_no_log_param_tag_artifact_or_checkpoint(
-    killed_run: dict[str, Any], tmp_path: Path
+    killed_run: dict[str, Any], checkpoint_key: str, tmp_path: Path
 ) -> None:
     workdir = killed_run["workdir"]
-    secrets = [*ENV_SECRETS.values(), *CONFIG_SECRETS.values()]
+    secrets = [*ENV_SECRETS.values(), *CONFIG_SECRETS.values(), checkpoint_key]
     client, run = _mlflow_run(workdir)
-    assert run.data.params["tracking.token"] == "***"
+    assert run.data.params["tracking.token"] == run.data.params["cluster.checkpoint_key"] == "***"
     values = [*run.data.params.values(), *run.data.params, *run.data.tags.values(), *run.data.metrics]
     assert not [v for v in values if any(s in v for s in secrets)]
 
@@ -179,6 +180,7 @@ def test_a_truncated_latest_checkpoint_is_reported_and_the_previous_one_resumes_
 ) -> None:
     workdir = killed_run["workdir"]
     previous, latest = _checkpoints(workdir, "kill")[-2:]
+    assert all("hmac" in json.loads(m.read_text()) for m in latest.glob("manifest-rank*.json"))
     shard = latest / "model" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     since = time.time()

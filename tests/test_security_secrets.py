@@ -12,23 +12,28 @@ import pytest
 from reid3dsl.config import ConfigError, from_redacted, load_config
 from reid3dsl.train.driver import loop_config
 
-PASSWORD, TOKEN = "uri-Pass/word+0001", "cfg-token-0002"
+PASSWORD, TOKEN, KEY = "uri-Pass/word+0001", "cfg-token-0002", "checkpoint-key-0003"
 
 
-def test_a_password_in_the_tracking_uri_and_a_token_reach_no_dump_and_no_worker_config() -> None:
+def test_a_password_in_the_tracking_uri_a_token_and_the_checkpoint_key_reach_no_dump_and_no_worker_config() -> None:
     uri = f"https://alice:{PASSWORD.replace('/', '%2F')}@mlflow.example:5000/x"  # the URL-quoted password
-    cfg = load_config("configs/smoke.yaml", [f"tracking.uri={uri}"], env={"MLFLOW_TRACKING_TOKEN": TOKEN})
+    cfg = load_config("configs/smoke.yaml", [f"tracking.uri={uri}"],
+                      env={"MLFLOW_TRACKING_TOKEN": TOKEN, "REID3DSL_CHECKPOINT_KEY": KEY})
     assert cfg.tracking.uri == "https://mlflow.example:5000/x" and cfg.tracking.username == "alice"
     assert cfg.tracking.password.get_secret_value() == PASSWORD and cfg.tracking.token.get_secret_value() == TOKEN
+    assert cfg.cluster.checkpoint_key.get_secret_value() == KEY
 
     sent = loop_config(cfg, "run-1")
     dumps = [cfg.to_yaml(), repr(cfg.flat()), repr(cfg.to_dict()), repr(cfg), pickle.dumps(sent).decode("latin1")]
-    assert not [d for d in dumps for s in (PASSWORD, TOKEN) if s in d]
-    assert cfg.flat()["tracking.password"] == cfg.flat()["tracking.token"] == "***"
+    assert not [d for d in dumps for s in (PASSWORD, TOKEN, KEY) if s in d]
+    assert cfg.flat()["tracking.password"] == cfg.flat()["tracking.token"] == cfg.flat()["cluster.checkpoint_key"] \
+        == "***"
 
     # a worker: its own environment gives the secrets back, nothing else does
-    worker = from_redacted(sent["config"], env={"MLFLOW_TRACKING_PASSWORD": "worker-pw"})
+    worker = from_redacted(sent["config"], env={"MLFLOW_TRACKING_PASSWORD": "worker-pw",
+                                                "REID3DSL_CHECKPOINT_KEY": "worker-key"})
     assert worker.tracking.password.get_secret_value() == "worker-pw" and worker.tracking.token is None
+    assert worker.cluster.checkpoint_key.get_secret_value() == "worker-key"
     assert worker.tracking.uri == cfg.tracking.uri and worker.tracking.username == "alice"
 
 

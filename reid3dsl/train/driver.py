@@ -12,7 +12,7 @@ from reid3dsl.config import Config
 from reid3dsl.errors import UserError
 from reid3dsl.log import setup_logging
 from reid3dsl.train import tracking
-from reid3dsl.train.checkpoint import run_checkpoints, storage
+from reid3dsl.train.checkpoint import export_key, run_checkpoints, storage
 
 if TYPE_CHECKING:
     from reid3dsl.data.index import DatasetIndex
@@ -117,6 +117,7 @@ def _init_ray(cfg: Config) -> None:
     if cfg.cluster.address:
         ray.init(address=cfg.cluster.address, log_to_driver=True)
     else:
+        export_key(cfg)  # the workers take it from the environment they inherit
         ray.init(num_cpus=cfg.cluster.local_cpus, include_dashboard=False)
 
 

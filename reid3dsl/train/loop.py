@@ -134,6 +134,17 @@ def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {n: sum(g[n] for g in gathered if n in g) / sum(n in g for g in gathered) for n in names}
 
 
+def sum_over_ranks(count: int) -> int:
+    """`count` summed over all ranks (e.g. the samples each rank's readers skipped)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return count
+    counts: list[int] = [0] * dist.get_world_size()
+    dist.all_gather_object(counts, count)
+    return sum(counts)
+
+
 def train_step(cfg: Config, parts: Components, engine: Any, disc_engine: Any | None, batch: dict[str, Any],
                precision: Precision, state: TrainState, prior_generator: torch.Generator) -> dict[str, float] | None:
     """One encoder (G) step and, with the adversarial prior, one discriminator (D) step → the loss terms.
@@ -247,7 +258,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - t0
         state.epoch = epoch + 1
         summary = _mean_over_ranks({n: sum(v) / len(v) for n, v in epoch_terms.items()})
-        skipped_total = round(_mean_over_ranks({"s": float(skipped_samples)})["s"] * world)
+        skipped_total = sum_over_ranks(skipped_samples)
         epoch_terms.clear()
         report = {
             "epoch": state.epoch, "step": state.step, **summary,
