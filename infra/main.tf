@@ -223,48 +223,28 @@ resource "aws_iam_role_policy_attachment" "node_s3" {
   policy_arn = aws_iam_policy.node_s3.arn
 }
 
-# MLflow's password for the nodes: read at boot through the instance role (cluster/aws.yaml,
-# initialization_commands), never from a file in the repository or a command line.
-data "aws_iam_policy_document" "node_mlflow_secret" {
+# The secrets the nodes read at boot through the instance role (cluster/aws.yaml, initialization_commands), never
+# from a file in the repository or a command line: MLflow's password, and the key that signs checkpoint manifests
+# (REID3DSL_CHECKPOINT_KEY) — in no file in the bucket, so write access to checkpoints/ alone cannot forge a
+# checkpoint a job will load. Not the database's password (only MLflow's task reads that).
+data "aws_iam_policy_document" "node_secrets" {
   statement {
-    sid       = "ReadMlflowPassword"
+    sid       = "ReadNodeSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.mlflow_password.arn]
+    resources = [aws_secretsmanager_secret.mlflow_password.arn, aws_secretsmanager_secret.checkpoint_key.arn]
   }
 }
 
-resource "aws_iam_policy" "node_mlflow_secret" {
-  name        = "${var.name}-node-mlflow-secret"
-  description = "Ray nodes of ${var.name}: read MLflow's password"
-  policy      = data.aws_iam_policy_document.node_mlflow_secret.json
+resource "aws_iam_policy" "node_secrets" {
+  name        = "${var.name}-node-secrets"
+  description = "Ray nodes of ${var.name}: read MLflow's password and the checkpoint-signing key"
+  policy      = data.aws_iam_policy_document.node_secrets.json
 }
 
-resource "aws_iam_role_policy_attachment" "node_mlflow_secret" {
+resource "aws_iam_role_policy_attachment" "node_secrets" {
   for_each   = { head = aws_iam_role.head.name, worker = aws_iam_role.worker.name }
   role       = each.value
-  policy_arn = aws_iam_policy.node_mlflow_secret.arn
-}
-
-# The key that signs checkpoint manifests (REID3DSL_CHECKPOINT_KEY): read at boot like MLflow's password. It is in
-# no file in the bucket, so write access to checkpoints/ alone cannot forge a checkpoint a job will load.
-data "aws_iam_policy_document" "node_checkpoint_key" {
-  statement {
-    sid       = "ReadCheckpointKey"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.checkpoint_key.arn]
-  }
-}
-
-resource "aws_iam_policy" "node_checkpoint_key" {
-  name        = "${var.name}-node-checkpoint-key"
-  description = "Ray nodes of ${var.name}: read the key that signs checkpoint manifests"
-  policy      = data.aws_iam_policy_document.node_checkpoint_key.json
-}
-
-resource "aws_iam_role_policy_attachment" "node_checkpoint_key" {
-  for_each   = { head = aws_iam_role.head.name, worker = aws_iam_role.worker.name }
-  role       = each.value
-  policy_arn = aws_iam_policy.node_checkpoint_key.arn
+  policy_arn = aws_iam_policy.node_secrets.arn
 }
 
 resource "aws_iam_role_policy_attachment" "node_ecr" {

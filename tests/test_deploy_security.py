@@ -197,12 +197,13 @@ def test_nothing_secret_is_written_in_the_terraform_or_the_manifests() -> None:
 
 
 def test_nodes_read_only_mlflows_password_and_the_checkpoint_key_and_mlflow_reads_only_its_two() -> None:
-    for name, secret in (("node_mlflow_secret", "mlflow_password"), ("node_checkpoint_key", "checkpoint_key")):
-        (node,) = policy(name)
-        assert node["actions"] == ["secretsmanager:GetSecretValue"]
-        assert node["resources"] == [f"${{aws_secretsmanager_secret.{secret}.arn}}"], "nodes must not read the DB's"
-        attached = terraform()["resource"][("aws_iam_role_policy_attachment", name)]
-        assert "head" in str(attached["for_each"]) and "worker" in str(attached["for_each"])
+    (node,) = policy("node_secrets")
+    assert node["actions"] == ["secretsmanager:GetSecretValue"]
+    # Not the database's password: only MLflow's task reads that.
+    assert sorted(node["resources"]) == ["${aws_secretsmanager_secret.checkpoint_key.arn}",
+                                         "${aws_secretsmanager_secret.mlflow_password.arn}"]
+    attached = terraform()["resource"][("aws_iam_role_policy_attachment", "node_secrets")]
+    assert "head" in str(attached["for_each"]) and "worker" in str(attached["for_each"])
     (task,) = policy("mlflow_secret")
     assert task["actions"] == ["secretsmanager:GetSecretValue"]
     assert sorted(task["resources"]) == ["${aws_secretsmanager_secret.db_password.arn}",
