@@ -52,6 +52,8 @@ def _all_finite(values: list[torch.Tensor]) -> bool:
 
     bad = torch.tensor([float(not torch.isfinite(v.detach()).all()) for v in values] or [0.0]).sum().reshape(1)
     if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":  # NCCL (GPU runs) reduces CUDA tensors only
+            bad = bad.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(bad)
     return bad.item() == 0
 
