@@ -340,6 +340,18 @@ ENV_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def export_to_environment(cfg: Config, fields: Sequence[str]) -> None:
+    """Put the set values of `fields` (ENV_FIELDS names) into this process's environment under their first
+    variable: the inverse of reading them. MLflow takes its credentials from there only, and the workers of a Ray
+    started by this process inherit it (`from_redacted`) — never the job's config, Ray's runtime_env or a command
+    line, which Ray's dashboard and `ps` show."""
+    for name in fields:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None:
+            os.environ[ENV_FIELDS[name][0]] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 def _move_uri_credentials(tree: dict[str, Any], origins: dict[str, str]) -> None:
     """`tracking.uri` = `scheme://user:password@host...` → the URI without them, tracking.username and
     tracking.password (MLflow logs and reports the URI it talks to; the password field is redacted)."""

@@ -4,9 +4,9 @@ The reconstruction check of the 3D stream: one training job with the ablation's 
 every `--every` epochs on the configured identities (`eval.split`: test to report, val to choose), then the
 curve of the reconstruction figures over the run — silhouette IoU, keypoint error in pixels of a 128-px crop,
 β recovery r and shape identification — against the targets, printed and written as JSON with the final CC/SC
-identity figures (what a setting costs ReID). Resumable: the job
-is named after its results file, so a rerun with the same `--out` continues from that job's latest checkpoint
-(a finished job is re-evaluated), and a run with other settings written elsewhere starts a job of its own.
+identity figures (what a setting costs ReID). Resumable: the job is named after its results file, so a rerun
+with the same `--out` continues from that job's latest checkpoint (a finished job is re-evaluated), and a run
+with other settings written elsewhere starts a job of its own.
 
 `--visibility` trains nothing: it measures how many pixels of a crop each β dimension of the configured body
 changes, at the silhouette size and twice it (`eval.reconstruction.beta_visibility`; results/beta-visibility.json),

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reid3dsl.config import ENV_FIELDS, Config
+from reid3dsl.config import ENV_FIELDS, Config, export_to_environment
 from reid3dsl.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,8 @@ def checkpoint_key(cfg: Config) -> bytes | None:
 
 def export_key(cfg: Config) -> None:
     """Put cluster.checkpoint_key into this process's environment, where the workers of a Ray started by this
-    process take it from (`config.from_redacted`): never through the job's config or Ray's runtime_env."""
-    if cfg.cluster.checkpoint_key is not None:
-        os.environ[ENV_FIELDS["cluster.checkpoint_key"][0]] = cfg.cluster.checkpoint_key.get_secret_value()
+    process take it from (`config.export_to_environment`)."""
+    export_to_environment(cfg, ("cluster.checkpoint_key",))
 
 
 def _signature(doc: dict[str, Any], key: bytes) -> str:

@@ -9,14 +9,11 @@ restart from that checkpoint never logs a step twice and MLflow shows one contin
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
-from reid3dsl.config import ENV_FIELDS, PLAIN_NAME_RULE, Config, is_plain_name
+from reid3dsl.config import PLAIN_NAME_RULE, Config, export_to_environment, is_plain_name
 
 log = logging.getLogger(__name__)
 NAME_TAG = "reid3dsl.job"
@@ -38,14 +35,8 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def export_credentials(cfg: Config) -> None:
-    """Put the config's MLflow credentials into this process's environment: MLflow takes them from there only,
-    and a Ray started by this process passes its environment on to its workers (never through the job's
-    config, Ray's runtime_env or a command line, which Ray's dashboard and `ps` show)."""
-    for key in ("token", "username", "password"):
-        value = getattr(cfg.tracking, key)
-        if value is not None:
-            os.environ[ENV_FIELDS[f"tracking.{key}"][0]] = (
-                value.get_secret_value() if isinstance(value, SecretStr) else value)
+    """Put the config's MLflow credentials into this process's environment (`config.export_to_environment`)."""
+    export_to_environment(cfg, ("tracking.token", "tracking.username", "tracking.password"))
 
 
 def _client(cfg: Config) -> Any:
